@@ -1,0 +1,231 @@
+"""Firmware configuration of one zone: Zone → Checkpoint → Lane → devices, plus the perimeter fence.
+
+One YAML file per zone (`firmware_configs/zones/<zone-id>.yaml`). Secrets (command-signing keys, MQTT
+passwords) are never written here: the config names a file or environment variable that holds them.
+"""
+
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field, model_validator
+
+from firmware_configs.base import ConfigModel
+from firmware_configs.devices import (
+    ContainerCameraConfig,
+    Device,
+    IoBoardConfig,
+    LedBoardConfig,
+    PlateCameraConfig,
+    RfidReaderConfig,
+    WeighbridgeConfig,
+)
+
+T = TypeVar("T")
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")]
+
+
+class Lane(ConfigModel):
+    """One lane of a checkpoint with its devices."""
+
+    id: Slug = Field(description="Lane id, unique within the checkpoint (`in-1`, `out-2`).")
+    name: str = Field(description="Name shown on the wall screen, e.g. `1号进区车道`.")
+    direction: Literal["I", "E"] = Field(
+        description="Customs `ioTypecd` of the traffic this lane serves: `I` into the zone, `E` out of it."
+    )
+    line: Literal["first", "second"] = Field(
+        description="`first` line (zone ↔ abroad, via port/airport) or `second` line (zone ↔ domestic China)."
+    )
+    vehicle_class: Literal["truck", "car"] = Field("truck", description="Cargo trucks or cars/persons.")
+    gate_mode: Literal["single", "double"] = Field(
+        "single", description="`single` gate, or one gate of a `double`-gate lane (pass status 3/4)."
+    )
+    gate_no: Literal[1, 2] = Field(1, description="For double-gate lanes: which gate this is (1 or 2).")
+    devices: list[Device] = Field(description="The lane's devices; the `type` key selects the driver.")
+
+    @model_validator(mode="after")
+    def _lane_is_complete(self) -> "Lane":
+        ids = [d.id for d in self.devices]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"device ids must be unique within a lane; repeated: {', '.join(dupes)}")
+        if len(self.of_type(IoBoardConfig)) != 1:
+            raise ValueError("a lane needs exactly one io_board (loops, barrier, limit switches, light)")
+        if self.vehicle_class == "truck":
+            missing = [
+                name
+                for name, kind in (
+                    ("plate_camera", PlateCameraConfig),
+                    ("weighbridge", WeighbridgeConfig),
+                    ("led_board", LedBoardConfig),
+                )
+                if not self.of_type(kind)
+            ]
+            if not any(r.role == "e_plate" for r in self.of_type(RfidReaderConfig)):
+                missing.append("rfid_reader with role e_plate")
+            if missing:
+                raise ValueError(
+                    "a truck lane needs automatic vehicle recognition, a weighbridge and an LED board; missing: "
+                    + ", ".join(missing)
+                )
+        positions = [c.position for c in self.of_type(ContainerCameraConfig)]
+        if len(positions) != len(set(positions)):
+            raise ValueError("at most one container_camera per position (front, back)")
+        return self
+
+    def of_type(self, kind: type[T]) -> list[T]:
+        """The lane's devices of one config class."""
+        return [d for d in self.devices if isinstance(d, kind)]
+
+
+class AgentSettings(ConfigModel):
+    """How the checkpoint's edge agent reaches the hub and where it keeps its state."""
+
+    broker_url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        pattern=r"^mqtts?://",
+        description="MQTT broker, `mqtt://host:port` or `mqtts://host:port`.",
+    )
+    hub_url: str = Field(
+        "http://127.0.0.1:8080",
+        pattern=r"^https?://",
+        description="Hub HTTP base URL (record snapshots and deltas).",
+    )
+    data_dir: str = Field(
+        "var/edge",
+        description="Directory for the record cache, outbox and evidence (relative to the working directory).",
+    )
+    command_key_env: str = Field(
+        "EFENCE_COMMAND_KEY",
+        pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="Environment variable holding this checkpoint's command-signing key (hex). Never put the key in the config.",
+    )
+    command_key_file: str | None = Field(
+        None, description="File holding the command-signing key; read when the variable is unset."
+    )
+    device_http_port: int = Field(
+        8081, ge=1, le=65535, description="Port of the receiver that cameras push results to."
+    )
+    metrics_port: int | None = Field(
+        9108, ge=1, le=65535, description="Prometheus metrics port; empty to disable."
+    )
+    status_interval_s: float = Field(
+        10.0, gt=0, le=300, description="Heartbeat period of the retained status message."
+    )
+    max_record_age_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Offline with records older than this: no automatic release (fail closed to HOLD_MANUAL).",
+    )
+    outbox_capacity: int = Field(
+        200_000, ge=1000, description="Most events kept while the hub is unreachable."
+    )
+    outbox_alarm_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Alarm when the outbox is this full, well before anything could be dropped.",
+    )
+
+
+class Checkpoint(ConfigModel):
+    """A checkpoint (卡口): one edge agent serving all its lanes."""
+
+    id: Slug = Field(description="Checkpoint id, unique within the zone (`gate-1`).")
+    name: str = Field(description="Name shown on the wall screen, e.g. `1号卡口`.")
+    location: tuple[float, float] | None = Field(
+        None, description="Latitude, longitude (WGS-84) for the map."
+    )
+    agent: AgentSettings = Field(default_factory=AgentSettings, description="Edge agent settings.")
+    lanes: list[Lane] = Field(min_length=1, description="The checkpoint's lanes.")
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> "Checkpoint":
+        ids = [lane.id for lane in self.lanes]
+        if len(ids) != len(set(ids)):
+            raise ValueError("lane ids must be unique within a checkpoint")
+        return self
+
+
+class FenceSensor(ConfigModel):
+    """An electronic sensor watching a fence segment."""
+
+    id: Slug = Field(description="Sensor id, unique within the zone.")
+    type: Literal["vibration_fibre", "vibration_cable", "ir_beam", "microwave"] = Field(
+        description="Sensing principle: vibration-sensing fibre (locates to 3–5 m), vibration cable, infrared beams, microwave."
+    )
+    endpoint: str = Field(
+        description="Where its controller reports: `socket://host:port`, `modbus://host:port/unit/input`, or an MQTT topic."
+    )
+    locate_resolution_m: float | None = Field(
+        None, gt=0, description="Fibre/cable: how precisely an event is located."
+    )
+
+
+class FenceCamera(ConfigModel):
+    """A perimeter camera whose video is analysed for intruders."""
+
+    id: Slug = Field(description="Camera id, unique within the zone.")
+    stream_url: str = Field(description="RTSP/HTTP stream URL.")
+    mask: list[list[tuple[int, int]]] = Field(
+        default_factory=list,
+        description="Polygons (pixel coordinates) to ignore: roads, trees, the zone's own yard.",
+    )
+    min_area_px: int = Field(400, ge=1, description="Smallest moving blob that can be an intruder.")
+    persistence_frames: int = Field(
+        5, ge=1, description="Frames a blob must persist before it is an intrusion."
+    )
+
+
+class FenceSegment(ConfigModel):
+    """A stretch of the perimeter fence, the unit an intrusion alarm is located to."""
+
+    id: Slug = Field(description="Segment id, unique within the zone (`n-01`).")
+    name: str = Field(description="Name shown on the map.")
+    length_m: float = Field(gt=0, description="Length of the segment in metres.")
+    path: list[tuple[float, float]] = Field(
+        default_factory=list, description="Latitude/longitude points along the fence, for the map."
+    )
+    sensors: list[FenceSensor] = Field(
+        default_factory=list, description="Electronic sensors on this segment."
+    )
+    cameras: list[FenceCamera] = Field(
+        default_factory=list, description="Cameras covering this segment; an alarm pops up the first."
+    )
+
+
+class Fence(ConfigModel):
+    """The zone's perimeter (电子围网)."""
+
+    segments: list[FenceSegment] = Field(min_length=1, description="Fence segments around the zone.")
+
+
+class Zone(ConfigModel):
+    """One special customs supervision zone: the root of a firmware config file."""
+
+    schema_version: Literal[1] = Field(1, description="Version of this config format.")
+    id: Slug = Field(
+        description="Zone id, e.g. `waigaoqiao-ftz`, `waigaoqiao-park`, `yangshan-port`, `pudong-airport`."
+    )
+    name: str = Field(description="English name.")
+    name_zh: str = Field(description="Chinese name, as on the wall screen.")
+    site_category: Literal["31", "32", "33", "34", "35", "36"] = Field(
+        description="Customs site category code (31 bonded zone, 33 bonded logistics park, 34 bonded port area, 35 comprehensive bonded zone)."
+    )
+    checkpoints: list[Checkpoint] = Field(min_length=1, description="The zone's checkpoints.")
+    fence: Fence = Field(description="The perimeter fence and its sensors.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Zone":
+        ids = [c.id for c in self.checkpoints]
+        if len(ids) != len(set(ids)):
+            raise ValueError("checkpoint ids must be unique within a zone")
+        seg = [s.id for s in self.fence.segments]
+        if len(seg) != len(set(seg)):
+            raise ValueError("fence segment ids must be unique within a zone")
+        return self
+
+    def checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        for c in self.checkpoints:
+            if c.id == checkpoint_id:
+                return c
+        raise KeyError(f"zone {self.id!r} has no checkpoint {checkpoint_id!r}")
