@@ -2,13 +2,14 @@
 
 import typer
 
-from efence.commands import audit, sim, vision
+from efence.commands import audit, config, sim, vision
 
 app = typer.Typer(
     help="efence: customs gate and electronic-fence controller for the four Shanghai FTZ zones.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(config.app, name="config")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(vision.app, name="vision")

@@ -39,13 +39,18 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(i) for i in issues))
 
 
-def _format_loc(loc: Iterable[int | str]) -> str:
+def _format_loc(loc: Iterable[int | str], data: object = None) -> str:
+    """`checkpoints[gate-1].lanes[in-1].devices[eplate].serial.baudrate`: list items by their id where they have one."""
     out = ""
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
+            item = data[part] if isinstance(data, list) and part < len(data) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            out += f"[{ident}]" if isinstance(ident, str) and ident else f"[{part}]"
+            data = item
         else:
             out += ("." if out else "") + str(part)
+            data = data.get(part) if isinstance(data, dict) else None
     return out
 
 
@@ -105,7 +110,7 @@ def validate_text(text: str, file: str = "<string>") -> tuple[Zone | None, list[
         issues = []
         for err in exc.errors(include_url=False):
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _DISCRIMINATOR_TAGS))
-            issues.append(ConfigIssue(file, _format_loc(loc), _line_of(node, loc), _expected(err)))
+            issues.append(ConfigIssue(file, _format_loc(loc, data), _line_of(node, loc), _expected(err)))
         return None, issues
 
 
@@ -122,11 +127,11 @@ _DISCRIMINATOR_TAGS = {
 
 
 def config_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories to the YAML files they hold (sorted), keep files as given."""
+    """Expand directories to the YAML files below them (recursively, sorted); keep files as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+            out.extend(sorted([*p.rglob("*.yaml"), *p.rglob("*.yml")]))
         else:
             out.append(p)
     return out
