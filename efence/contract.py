@@ -313,7 +313,11 @@ class RecordKind(StrEnum):
     ENTERPRISE = "enterprise"
     RISK_INSTRUCTION = "risk_instruction"
     LEDGER_LIST = "ledger_list"
-    TRADE_DOCUMENT = "trade_document"
+    TRADE_DOCUMENT = "trade_document"  # generic; prefer the three kinds below
+    MANIFEST = "manifest"
+    DELIVERY_ORDER = "delivery_order"
+    DECLARATION = "declaration"
+    DRIVER_CARD = "driver_card"
 
 
 class RecordDelta(Message):

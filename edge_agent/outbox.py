@@ -1,0 +1,192 @@
+"""The durable outbox: every event is committed here before anything else happens (DESIGN.md guarantees).
+
+Events get their per-agent `seq` in the same transaction that stores them, so seq has no gaps and is never
+reused. Rows leave only when the hub acknowledges, at the application level, that everything up to a seq
+is stored. Decisions and alarms are sent ahead of telemetry; when the outbox nears capacity an alarm is
+raised long before anything could be dropped, and only telemetry is ever shed (counted and logged).
+"""
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent.sqlite_thread import SqliteThread
+from efence.contract import DEFAULT_PRIORITY, EventEnvelope, Priority
+
+log = logging.getLogger("efence.outbox")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    priority INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    created REAL NOT NULL,
+    sent_at REAL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_send_order ON outbox(priority, seq);
+CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO outbox_meta VALUES ('last_seq', 0), ('acked_seq', 0), ('shed', 0);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    depth: int
+    oldest_age_s: float
+    last_seq: int
+    acked_seq: int
+    shed: int
+    capacity: int
+
+    @property
+    def fill_ratio(self) -> float:
+        return self.depth / self.capacity
+
+
+class Outbox:
+    def __init__(self, path: str | Path, agent_id: str, *, capacity: int = 200_000):
+        self.agent_id = agent_id
+        self.capacity = capacity
+        self.db = SqliteThread(path, name="outbox")
+        self.db.call(lambda c: c.executescript(_SCHEMA))
+
+    # ------------------------------------------------------------------ writing
+    def _append(
+        self,
+        c: sqlite3.Connection,
+        type: str,
+        payload: dict[str, Any],
+        lane: str | None,
+        correlation_id: str | None,
+        observed_at: datetime | None,
+    ) -> EventEnvelope:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            priority = DEFAULT_PRIORITY.get(type, Priority.TELEMETRY)
+            depth = c.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            if depth >= self.capacity and priority >= Priority.TELEMETRY:
+                c.execute("UPDATE outbox_meta SET value = value + 1 WHERE key = 'shed'")
+                c.execute("COMMIT")
+                log.error(
+                    "outbox full (%d events): telemetry event %s shed — decisions and alarms are kept",
+                    depth,
+                    type,
+                )
+                raise OutboxFull(depth)
+            seq = c.execute("SELECT value FROM outbox_meta WHERE key = 'last_seq'").fetchone()[0] + 1
+            event = EventEnvelope.new(
+                agent_id=self.agent_id,
+                seq=seq,
+                type=type,
+                payload=payload,
+                lane=lane,
+                observed_at=observed_at,
+                correlation_id=correlation_id,
+            )
+            c.execute(
+                "INSERT INTO outbox (seq, id, priority, type, created, body) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, event.id, int(event.priority), type, time.time(), event.to_bytes()),
+            )
+            c.execute("UPDATE outbox_meta SET value = ? WHERE key = 'last_seq'", (seq,))
+            c.execute("COMMIT")
+            return event
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    async def append(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        lane: str | None = None,
+        correlation_id: str | None = None,
+        observed_at: datetime | None = None,
+    ) -> EventEnvelope:
+        """Commit one event durably and return it with its seq. Returns only after the commit."""
+        return await self.db.run(lambda c: self._append(c, type, payload, lane, correlation_id, observed_at))
+
+    # ------------------------------------------------------------------ sending
+    async def due(self, limit: int, *, resend_after_s: float) -> list[tuple[int, bytes]]:
+        """Rows never sent, or sent but unacknowledged for `resend_after_s`, most urgent first."""
+        cutoff = time.time() - resend_after_s
+
+        def q(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return c.execute(
+                "SELECT seq, body FROM outbox WHERE sent_at IS NULL OR sent_at < ? ORDER BY priority, seq LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+
+        return await self.db.run(q)
+
+    async def mark_sent(self, seqs: list[int]) -> None:
+        now = time.time()
+        await self.db.run(
+            lambda c: c.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+        )
+
+    async def acknowledge(self, acked_seq: int) -> int:
+        """The hub stored everything up to `acked_seq`: drop those rows. Returns how many were removed."""
+
+        def q(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            n = c.execute("DELETE FROM outbox WHERE seq <= ?", (acked_seq,)).rowcount
+            c.execute("UPDATE outbox_meta SET value = max(value, ?) WHERE key = 'acked_seq'", (acked_seq,))
+            c.execute("COMMIT")
+            return n
+
+        return await self.db.run(q)
+
+    async def request_resend(self, from_seq: int, to_seq: int) -> int:
+        """The hub saw a gap: make those rows due again. Returns how many rows are still here to resend."""
+        return await self.db.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE outbox SET sent_at = NULL WHERE seq BETWEEN ? AND ?", (from_seq, to_seq)
+                ).rowcount
+            )
+        )
+
+    async def requeue_all(self) -> None:
+        """After a reconnect nothing in flight can be trusted: everything unacknowledged is due again."""
+        await self.db.run(lambda c: c.execute("UPDATE outbox SET sent_at = NULL"))
+
+    # ------------------------------------------------------------------ metrics
+    def _stats(self, c: sqlite3.Connection) -> OutboxStats:
+        depth, oldest = c.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+        meta = dict(c.execute("SELECT key, value FROM outbox_meta").fetchall())
+        return OutboxStats(
+            depth=depth,
+            oldest_age_s=max(0.0, time.time() - oldest) if oldest else 0.0,
+            last_seq=meta["last_seq"],
+            acked_seq=meta["acked_seq"],
+            shed=meta["shed"],
+            capacity=self.capacity,
+        )
+
+    async def stats(self) -> OutboxStats:
+        return await self.db.run(self._stats)
+
+    def stats_now(self) -> OutboxStats:
+        return self.db.call(self._stats)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class OutboxFull(Exception):
+    def __init__(self, depth: int):
+        super().__init__(f"outbox full at {depth} events; telemetry shed")
+
+
+def event_summary(body: bytes) -> str:
+    d = json.loads(body)
+    return f"{d.get('type')}#{d.get('seq')}"

@@ -1,0 +1,131 @@
+"""Firmware configs: the shipped zones validate, broken files fail naming file, line and key."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from efence.cli import app
+from efence.commands.config import SCHEMA_FILE, zone_json_schema
+from firmware_configs.devices import IoBoardConfig, WeighbridgeConfig
+from firmware_configs.loader import ZONES_DIR, ConfigError, check_files, load_zone, validate_text
+from firmware_configs.schema import Zone
+
+runner = CliRunner()
+ZONE_IDS = {"waigaoqiao-ftz", "waigaoqiao-park", "yangshan-port", "pudong-airport"}
+GOOD = (ZONES_DIR / "waigaoqiao-ftz.yaml").read_text(encoding="utf-8")
+
+
+def test_shipped_zones_cover_the_four_zones_with_complete_lanes():
+    zones, issues = check_files([ZONES_DIR])
+    assert issues == []
+    assert {z.id for z in zones} == ZONE_IDS
+    for zone in zones:
+        assert len(zone.checkpoints) >= 2
+        assert {lane.direction for c in zone.checkpoints for lane in c.lanes} == {"I", "E"}
+        assert len(zone.fence.segments) >= 4
+        for cp in zone.checkpoints:
+            for lane in cp.lanes:
+                assert len(lane.of_type(IoBoardConfig)) == 1
+                assert lane.of_type(WeighbridgeConfig)
+    lines = {lane.line for z in zones for c in z.checkpoints for lane in c.lanes}
+    assert lines == {"first", "second"}
+
+
+def test_check_command_passes_on_shipped_configs():
+    result = runner.invoke(app, ["config", "check", "firmware_configs/"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok") == 4
+
+
+def _broken(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
+    assert old in GOOD
+    path = tmp_path / "zone.yaml"
+    path.write_text(GOOD.replace(old, new, count), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        (
+            "pulse_ms: 700",
+            "pulse_msec: 700",
+            "checkpoints[gate-1].lanes[in-1].devices[io].pulse_msec",
+            "unknown key",
+        ),
+        ("protocol: toledo", "protocol: toledoo", "devices[weighbridge].protocol", "'yaohua'"),
+        ("baudrate: 57600", "baudrate: 57601", "devices[eplate].serial.baudrate", "57601"),
+        ("type: weighbridge", "type: scale", "devices[weighbridge]", "unknown type 'scale'"),
+        ("direction: I", "direction: X", "lanes[in-1].direction", "'I' or 'E'"),
+        ("framing: 7E1", "framing: 9Z1", "serial.framing", "pattern"),
+    ],
+)
+def test_broken_file_names_file_line_and_key(tmp_path, old, new, key, expected):
+    path = _broken(tmp_path, old, new)
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    first = result.output.splitlines()[0]
+    assert str(path) in first and key in first and expected in first, first
+    # the reported line really is where the bad key sits
+    line_no = int(first.split(f"{path}:")[1].split(":")[0])
+    assert new.split(":")[0].strip() in path.read_text().splitlines()[line_no - 1] or key.endswith("]")
+
+
+def test_missing_required_key_and_cross_field_rules():
+    zone, issues = validate_text(GOOD.replace("  - id: plate-cam\n", "  - id: weighbridge\n", 1), "x.yaml")
+    assert zone is None
+    assert any("unique" in i.message for i in issues)
+    zone, issues = validate_text(GOOD.replace("site_category: '31'\n", ""), "x.yaml")
+    assert [i.path for i in issues] == ["site_category"] and "missing" in issues[0].message
+
+
+def test_invalid_yaml_and_wrong_top_level_are_clear(tmp_path):
+    assert "not valid YAML" in str(validate_text("a: [1, 2\n", "f.yaml")[1][0])
+    assert "expected a mapping" in str(validate_text("- 1\n- 2\n", "f.yaml")[1][0])
+    with pytest.raises(ConfigError) as exc:
+        load_zone(tmp_path / "nope.yaml")
+    assert "no such file" in str(exc.value)
+
+
+def test_duplicate_zone_ids_across_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD)
+    _, issues = check_files([tmp_path])
+    assert len(issues) == 1 and "also used by" in issues[0].message
+
+
+def test_every_field_is_described_and_unknown_keys_are_forbidden():
+    schema = zone_json_schema()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                if name not in ("type", "kind", "schema_version") and "$ref" not in prop:
+                    assert prop.get("description"), f"field {name} has no description"
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+
+
+def test_shipped_json_schema_is_current():
+    assert json.loads(SCHEMA_FILE.read_text()) == zone_json_schema(), "run: efence config schema -o " + str(
+        SCHEMA_FILE
+    )
+
+
+def test_show_prints_resolved_defaults():
+    result = runner.invoke(app, ["config", "show", "--zone", "yangshan-port", "--format", "json"])
+    assert result.exit_code == 0
+    zone = Zone.model_validate(json.loads(result.output))
+    lane = zone.checkpoints[0].lanes[0]
+    assert lane.gate_mode == "single"  # a default filled in
+    result = runner.invoke(app, ["config", "show", "--zone", "atlantis"])
+    assert result.exit_code == 1
