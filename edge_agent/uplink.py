@@ -6,6 +6,7 @@ unacknowledged event is re-sent, and the same happens whenever the hub announces
 """
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -160,10 +161,8 @@ class Uplink:
                 if len(rows) == self.batch:
                     continue
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
 
     async def _heartbeat_loop(self) -> None:
         while True:
