@@ -159,6 +159,12 @@ class IoBoardConfig(DeviceBase):
         le=10000,
         description="Inputs not read successfully for this long are unknown, and an unknown safety loop counts as occupied.",
     )
+    register_pulse: Literal["momentary", "open_close"] = Field(
+        "momentary",
+        description="`command_register` boards only: how a barrier pulse is sent. `momentary` (FC06 command 05): the "
+        "board itself releases the relay after about 1 s, so a crashed agent cannot hold a contact closed; "
+        "`open_close`: command 01, wait `pulse_ms`, command 02.",
+    )
 
     @model_validator(mode="after")
     def _distinct_channels(self) -> "IoBoardConfig":
@@ -250,6 +256,21 @@ class PlateCameraConfig(DeviceBase):
     min_confidence: float = Field(
         0.85, ge=0, le=1, description="Reads below this confidence count as unreadable (rule M1)."
     )
+    dedupe_window_s: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="The same plate from this camera within this window is one sighting (cameras re-post and "
+        "re-trigger); a re-post of the same event is always dropped.",
+    )
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        pattern=r"^mqtts?://",
+        description="Frigate: the broker Frigate publishes to (`mqtt://host:port`, optionally `user:pass@`).",
+    )
+    frigate_camera: str | None = Field(
+        None, description="Frigate: only events of this Frigate camera name; None takes every event on the topic."
+    )
 
     @model_validator(mode="after")
     def _endpoint_for_protocol(self) -> "PlateCameraConfig":
@@ -276,6 +297,9 @@ class ContainerCameraConfig(DeviceBase):
     stream_url: str | None = Field(None, description="Stream or snapshot URL for `vision`.")
     min_confidence: float = Field(
         0.80, ge=0, le=1, description="Reads below this confidence count as unreadable (rule M2)."
+    )
+    dedupe_window_s: float = Field(
+        5.0, ge=0, le=120, description="The same number from this camera within this window is one sighting."
     )
 
     @model_validator(mode="after")
