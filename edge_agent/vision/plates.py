@@ -1,0 +1,339 @@
+"""Chinese plate reader: locate, read under the GA 36 grammar, gate, vote.
+
+Pipeline (see docs/VISION.md for why each step exists):
+
+1. **Locate** plate candidates two independent ways: colour/shape (blue, yellow and green plate
+   backgrounds form a solid rectangle of plate aspect ratio) and RapidOCR's text detector (a
+   text line of plate geometry). Each candidate gets a *location confidence*; a region both
+   localisers agree on is the most trusted.
+2. **Classify the plate colour**. GA 36 ties colour to format: blue is the ordinary 7-character
+   plate, green the 8-character new-energy plate, yellow the large-vehicle/trailer plate. The
+   colour restricts the grammar, which is what stops a green plate whose digit the model dropped
+   from being read confidently as a 7-character blue one.
+3. **Read** each candidate from a few rectified crops with grammar-constrained CTC decoding
+   (:mod:`edge_agent.vision.ctc`): province from the 31 abbreviations, authority letter without
+   I/O, look-alikes folded only where the position forbids one of the pair.
+4. **Gate and vote**. A read's confidence is its weakest character's probability, times the
+   likelihood ratio the grammar cost, times the posterior of the chosen format over the others.
+   Crops of the same plate vote; disagreement between confident crops is a rejection. Anything
+   below the gates returns ``text=None`` -- manual review, never a confident guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edge_agent.vision import plate_format as pf
+from edge_agent.vision.ctc import CtcGrammar, GrammarRead
+from edge_agent.vision.ocr import OcrEngine, TextBox, order_quad, warp_quad
+
+#: A read must reach this combined confidence (weakest character x grammar x format posterior).
+READ_THRESHOLD = 0.6
+#: A plate region must be at least this plate-like (shape, colour, agreement of localisers).
+LOCATION_THRESHOLD = 0.5
+#: Plate aspect ratios: 440x140 mm ordinary, 480x140 mm new-energy; text lines are a bit wider
+#: than the plate body is tall, so allow a generous band for perspective and detector slack.
+PLATE_ASPECT = (2.0, 6.5)
+MIN_PLATE_HEIGHT_PX = 12
+#: Regions read per frame, most plate-like first (bounds the time per frame).
+MAX_REGIONS = 6
+
+COLOUR_FORMATS: dict[str, tuple[str, ...]] = {
+    "blue": ("ordinary",),
+    "green": ("nev_small", "nev_large"),
+    "yellow": ("ordinary", "special", "nev_large"),
+    "unknown": tuple(pf.FORMATS),
+}
+# OpenCV hue is 0-179. Ranges for saturated plate backgrounds.
+_HUE_RANGES = {"blue": (95, 135), "green": (35, 90), "yellow": (12, 34)}
+
+
+def _grammar_folds() -> dict[str, dict[str, str]]:
+    """Look-alike folding per position class.
+
+    I and O never occur on a plate, so their probability always counts for 1 and 0. A digit
+    read where only an authority letter may stand folds to its look-alike letter. We do *not*
+    fold letters into digit-only positions (D->0, G->6...): the new-energy formats differ from
+    each other exactly in letter-versus-digit positions, and such folding would let a 7-character
+    text masquerade as an 8-character one with the same score.
+    """
+    return {
+        pf.ALNUM: dict(pf.ALWAYS),
+        pf.DIGITS: dict(pf.ALWAYS),
+        pf.LETTERS: dict(pf.LETTER_FOR_DIGIT),
+    }
+
+
+@dataclass
+class PlateCandidate:
+    """A region that may hold a plate, in frame coordinates."""
+
+    quad: np.ndarray
+    location_confidence: float
+    sources: set[str] = field(default_factory=set)
+    colour: str = "unknown"
+
+
+@dataclass
+class PlateRead:
+    """Outcome of reading one frame. ``text is None`` means rejected: send to manual review."""
+
+    text: str | None
+    confidence: float
+    location_confidence: float
+    plate_format: str | None
+    colour: str | None
+    reason: str
+    quad: np.ndarray | None = None
+    #: Rectified plate crop and the full frame, returned as evidence for the caller to store.
+    crop: np.ndarray | None = None
+    frame: np.ndarray | None = None
+    #: Vote weights of every text seen for the chosen region, best first.
+    votes: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.text is not None
+
+
+def plate_colour(crop: np.ndarray) -> str:
+    """Dominant plate-background colour of a BGR crop: blue, green, yellow or unknown."""
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    # New-energy plates are a white-to-green gradient, so the saturation floor is low.
+    saturated = (s > 40) & (v > 50)
+    n = int(saturated.sum())
+    if n < 0.15 * h.size:
+        return "unknown"
+    counts = {name: int(((h >= lo) & (h <= hi) & saturated).sum()) for name, (lo, hi) in _HUE_RANGES.items()}
+    name, best = max(counts.items(), key=lambda kv: kv[1])
+    return name if best >= 0.6 * n else "unknown"
+
+
+def _equalise(crop: np.ndarray) -> np.ndarray:
+    """Local contrast equalisation (CLAHE on luminance) for dark or hazy plates."""
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(2, 6))
+    lab[..., 0] = clahe.apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
+    """Solid plate-coloured rectangles of plate aspect ratio."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    h, s, v = cv2.split(hsv)
+    area_min = max(400.0, image.shape[0] * image.shape[1] * 0.0008)
+    out: list[PlateCandidate] = []
+    for name, (lo, hi) in _HUE_RANGES.items():
+        mask = ((h >= lo) & (h <= hi) & (s > 70) & (v > 50)).astype(np.uint8) * 255
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 3))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3)))
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for c in contours:
+            area = cv2.contourArea(c)
+            if area < area_min:
+                continue
+            (cx, cy), (rw, rh), angle = cv2.minAreaRect(c)
+            w, hgt = max(rw, rh), min(rw, rh)
+            if hgt < MIN_PLATE_HEIGHT_PX:
+                continue
+            aspect = w / hgt
+            if not (PLATE_ASPECT[0] <= aspect <= PLATE_ASPECT[1]):
+                continue
+            fill = area / (rw * rh)
+            if fill < 0.5:
+                continue
+            quad = order_quad(cv2.boxPoints(((cx, cy), (rw, rh), angle)))
+            # Shape score: how well the region fills its rectangle and how close it is to 3.1:1.
+            shape = min(1.0, fill / 0.8) * math.exp(-abs(math.log(aspect / 3.2)))
+            # Colour alone is weak evidence (car bodies, signs, sky); text agreement lifts it.
+            out.append(
+                PlateCandidate(quad, location_confidence=0.3 + 0.2 * shape, sources={"colour"}, colour=name)
+            )
+    return out
+
+
+def _text_candidates(boxes: list[TextBox]) -> list[PlateCandidate]:
+    out = []
+    for b in boxes:
+        if b.height < MIN_PLATE_HEIGHT_PX:
+            continue
+        aspect = b.width / b.height
+        if not (PLATE_ASPECT[0] <= aspect <= PLATE_ASPECT[1] + 2.0):
+            continue
+        out.append(PlateCandidate(order_quad(b.quad), location_confidence=0.6, sources={"text"}))
+    return out
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller area of two quads' bounding boxes."""
+    ax0, ay0 = a.min(axis=0)
+    ax1, ay1 = a.max(axis=0)
+    bx0, by0 = b.min(axis=0)
+    bx1, by1 = b.max(axis=0)
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    small = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
+    return float(iw * ih / small) if small > 0 else 0.0
+
+
+@dataclass
+class _Region:
+    quads: list[tuple[np.ndarray, str]]
+    location_confidence: float
+    colour: str
+    sources: set[str]
+
+
+def _group(cands: list[PlateCandidate]) -> list[_Region]:
+    """Merge candidates that cover the same plate; agreement raises location confidence."""
+    regions: list[_Region] = []
+    for c in sorted(cands, key=lambda c: -c.location_confidence):
+        for r in regions:
+            if any(_overlap(c.quad, q) > 0.5 for q, _ in r.quads):
+                r.quads.append((c.quad, next(iter(c.sources))))
+                if not (c.sources <= r.sources):
+                    r.location_confidence = 1.0
+                r.sources |= c.sources
+                if r.colour == "unknown":
+                    r.colour = c.colour
+                break
+        else:
+            regions.append(
+                _Region([(c.quad, next(iter(c.sources)))], c.location_confidence, c.colour, set(c.sources))
+            )
+    return regions
+
+
+class PlateReader:
+    """Reads Chinese plates from BGR frames. Thread-safe; share one per process.
+
+    >>> reader = PlateReader()                     # doctest: +SKIP
+    >>> read = reader.read(cv2.imread("car.jpg"))  # doctest: +SKIP
+    >>> read.text or "manual review"               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: OcrEngine | None = None,
+        *,
+        read_threshold: float = READ_THRESHOLD,
+        location_threshold: float = LOCATION_THRESHOLD,
+    ) -> None:
+        self.engine = engine or OcrEngine()
+        self.read_threshold = read_threshold
+        self.location_threshold = location_threshold
+        folds = _grammar_folds()
+        self._grammars = {
+            name: CtcGrammar(self.engine.charset, classes, fold=folds) for name, classes in pf.FORMATS.items()
+        }
+
+    def _read_crop(self, crop: np.ndarray, formats: tuple[str, ...]) -> tuple[str, str, float] | None:
+        probs = self.engine.recognise([crop])[0]
+        reads: dict[str, GrammarRead] = {}
+        for name in formats:
+            r = self._grammars[name].decode(probs)
+            if r is not None:
+                reads[name] = r
+        if not reads:
+            return None
+        best_name = max(reads, key=lambda n: reads[n].path_logp)
+        best = reads[best_name]
+        # Posterior of the chosen format among those the colour allows (equal priors).
+        logps = np.array([r.path_logp for r in reads.values()])
+        posterior = float(1.0 / np.exp(logps - best.path_logp).sum())
+        score = best.confidence * math.exp(-best.grammar_cost) * posterior
+        return best.text, best_name, score
+
+    def _crops(self, image: np.ndarray, region: _Region) -> list[np.ndarray]:
+        """Several rectified views of one region; a character only one view reads is not trusted."""
+        crops = []
+        for quad, source in region.quads[:2]:
+            if source == "colour":
+                # The coloured body is the plate itself: trim the rim a little, keep the characters.
+                crops.append(warp_quad(image, quad, -0.01, -0.06))
+                crops.append(warp_quad(image, quad, 0.03, 0.04))
+            else:
+                crops.append(warp_quad(image, quad, 0.02, 0.08))
+                crops.append(warp_quad(image, quad, 0.08, 0.15))
+        crops.append(_equalise(crops[0]))
+        return crops
+
+    def read(self, image: np.ndarray, *, keep_frame: bool = True) -> PlateRead:
+        """Read the most plate-like plate in ``image``; ``text=None`` with a reason if unsure."""
+        if image is None or image.size == 0:
+            return PlateRead(None, 0.0, 0.0, None, None, "empty frame")
+        cands = _colour_candidates(image) + _text_candidates(self.engine.detect(image))
+        regions = [r for r in _group(cands) if r.location_confidence >= self.location_threshold]
+        regions.sort(key=lambda r: ("text" in r.sources, r.location_confidence), reverse=True)
+        if not regions:
+            return PlateRead(
+                None, 0.0, 0.0, None, None, "no plate-like region", frame=image if keep_frame else None
+            )
+
+        results: list[PlateRead] = []
+        for region in regions[:MAX_REGIONS]:
+            crops = self._crops(image, region)
+            colour = region.colour if region.colour != "unknown" else plate_colour(crops[0])
+            formats = COLOUR_FORMATS.get(colour, COLOUR_FORMATS["unknown"])
+            votes: dict[str, float] = defaultdict(float)
+            best_score: dict[str, float] = defaultdict(float)
+            fmt_of: dict[str, str] = {}
+            best_crop: dict[str, np.ndarray] = {}
+            for crop in crops:
+                r = self._read_crop(crop, formats)
+                if r is None:
+                    continue
+                text, fmt, score = r
+                votes[text] += score
+                fmt_of[text] = fmt
+                if score > best_score[text]:
+                    best_score[text] = score
+                    best_crop[text] = crop
+            if not votes:
+                continue
+            ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+            text, weight = ranked[0]
+            # Mean over all views (a view that read something else contributes 0): one lucky
+            # crop cannot carry a plate the other views do not support.
+            conf = weight / len(crops)
+            rivals = [t for t, _ in ranked[1:] if best_score[t] >= self.read_threshold]
+            if rivals:
+                reason, accepted = f"views disagree confidently ({text} vs {rivals[0]})", False
+            elif conf < self.read_threshold:
+                reason, accepted = f"low read confidence {conf:.2f}", False
+            else:
+                reason, accepted = "ok", True
+            results.append(
+                PlateRead(
+                    text=text if accepted else None,
+                    confidence=conf,
+                    location_confidence=region.location_confidence,
+                    plate_format=fmt_of[text],
+                    colour=colour,
+                    reason=reason,
+                    quad=region.quads[0][0],
+                    crop=best_crop[text],
+                    frame=image if keep_frame else None,
+                    votes=[(t, round(w, 4)) for t, w in ranked],
+                )
+            )
+        if not results:
+            return PlateRead(
+                None,
+                0.0,
+                max(r.location_confidence for r in regions),
+                None,
+                None,
+                "nothing readable",
+                frame=image if keep_frame else None,
+            )
+        accepted = [r for r in results if r.accepted]
+        pool = accepted or results
+        return max(pool, key=lambda r: r.confidence * r.location_confidence)
