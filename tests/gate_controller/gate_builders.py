@@ -43,7 +43,13 @@ def config(base_rate: float = 0.0, **lane: object) -> LaneConfig:
         first_line=RuleSettings(require_driver_card=False, base_inspection_rate=base_rate),
         second_line=RuleSettings(base_inspection_rate=base_rate),
     )
-    fields: dict = {"lane_id": "YS-E-01", "gate_id": "YS-G1", "zone_id": "yangshan-port", "direction": "E", "rules": rules}
+    fields: dict = {
+        "lane_id": "YS-E-01",
+        "gate_id": "YS-G1",
+        "zone_id": "yangshan-port",
+        "direction": "E",
+        "rules": rules,
+    }
     fields.update(lane)
     return LaneConfig(**fields)
 
@@ -82,7 +88,9 @@ def view(offline: bool = False, age_s: float = 10.0, now: float = T0, **over: ob
         "records_as_of": datetime.fromtimestamp(now - age_s, tz=UTC),
         "offline": offline,
         "passes": [gate_pass()],
-        "vehicles": [{"vehicleNo": PLATE, "vehicleIcNo": EPC, "vehicleWt": 15000, "tareHistory": [15000, 15100, 14900]}],
+        "vehicles": [
+            {"vehicleNo": PLATE, "vehicleIcNo": EPC, "vehicleWt": 15000, "tareHistory": [15000, 15100, 14900]}
+        ],
         "driver_cards": [{"cardId": CARD}],
         "enterprises": [{"etpsNo": ENTERPRISE, "creditGrade": "general_credit"}],
         "declarations": [{"entryId": DECL_NO, "released": True, "billNo": "BL0001"}],
@@ -107,7 +115,9 @@ def clean_reads(weight: float = 39100.0) -> list[Event]:
 class Driver:
     """Feeds events to a LaneController, answering RequestRecords with a fixed view, clock advancing."""
 
-    def __init__(self, cfg: LaneConfig | None = None, records: RecordView | None = None, now: float = T0) -> None:
+    def __init__(
+        self, cfg: LaneConfig | None = None, records: RecordView | None = None, now: float = T0
+    ) -> None:
         self.lane = LaneController(cfg or config())
         self.records = records if records is not None else view()
         self.now = now
