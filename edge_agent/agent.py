@@ -1,0 +1,392 @@
+"""The edge agent of one checkpoint: every lane's drivers and controller, the record cache, the outbox,
+the uplink, signed operator commands, status and metrics — under one TaskGroup, so one cancellation
+stops it all and a crashed piece cancels its siblings instead of leaving a half-alive gate.
+"""
+
+import asyncio
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from prometheus_client import start_http_server
+
+import gate_controller as gc
+from edge_agent.drivers.base import Driver
+from edge_agent.drivers.registry import create_driver
+from edge_agent.lane_runtime import LaneRuntime
+from edge_agent.metrics import AgentMetrics
+from edge_agent.outbox import Outbox
+from edge_agent.record_cache import GapDetected, RecordCache
+from edge_agent.uplink import Uplink
+from efence import __version__
+from efence.contract import (
+    AgentStatus,
+    CommandAction,
+    CommandRejected,
+    CommandResult,
+    EventType,
+    NonceLedger,
+    OperatorCommand,
+    RecordDelta,
+    SignedCommand,
+    Topics,
+    verify_command,
+)
+from firmware_configs.schema import Checkpoint, Zone
+
+log = logging.getLogger("efence.agent")
+
+
+def load_command_key(checkpoint: Checkpoint) -> bytes:
+    """The checkpoint's signing key from the environment or the key file; never from the config itself."""
+    agent = checkpoint.agent
+    value = os.environ.get(agent.command_key_env)
+    source = f"environment variable {agent.command_key_env}"
+    if not value and agent.command_key_file:
+        path = Path(agent.command_key_file)
+        if path.exists():
+            value, source = path.read_text().strip(), f"file {path}"
+    if not value:
+        raise RuntimeError(
+            f"checkpoint {checkpoint.id}: no command-signing key; set {agent.command_key_env} "
+            f"or create {agent.command_key_file or '(agent.command_key_file)'} with 64 hex characters"
+        )
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise RuntimeError(f"checkpoint {checkpoint.id}: command key in {source} is not hex") from None
+    if len(key) < 16:
+        raise RuntimeError(f"checkpoint {checkpoint.id}: command key in {source} is shorter than 16 bytes")
+    return key
+
+
+@dataclass
+class EdgeAgent:
+    zone: Zone
+    checkpoint: Checkpoint
+    command_key: bytes
+    data_dir: Path | None = None
+    broker_url: str | None = None
+    hub_url: str | None = None
+    metrics_port: int | None = None
+    lanes: dict[str, LaneRuntime] = field(default_factory=dict, init=False)
+    drivers: dict[str, Driver] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.checkpoint.agent
+        self.agent_id = f"{self.zone.id}/{self.checkpoint.id}"
+        self.data_dir = Path(self.data_dir or cfg.data_dir)
+        self.broker_url = self.broker_url or cfg.broker_url
+        self.hub_url = self.hub_url or cfg.hub_url
+        self.started_at = datetime.now(UTC)
+        self.metrics = AgentMetrics()
+        self.nonces = NonceLedger()
+        self.outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=cfg.outbox_capacity)
+        self.records = RecordCache(self.data_dir / "records.sqlite", self.zone.id)
+        self.records_fresh_at: datetime | None = None
+        self._sync_needed = asyncio.Event()
+        self._outbox_alarmed = False
+        self.uplink = Uplink(
+            zone=self.zone.id,
+            checkpoint=self.checkpoint.id,
+            broker_url=self.broker_url,
+            outbox=self.outbox,
+            status=self.status,
+            on_command=self.handle_command,
+            on_record_delta=self.handle_record_delta,
+            status_interval_s=cfg.status_interval_s,
+        )
+        for lane in self.checkpoint.lanes:
+            runtime_holder: list[LaneRuntime] = []
+            drivers = {}
+            for device in lane.devices:
+                drivers[device.id] = create_driver(
+                    device, lambda obs, h=runtime_holder: h[0].observe(obs), lane=lane.id
+                )
+                self.drivers[f"{lane.id}/{device.id}"] = drivers[device.id]
+            runtime = LaneRuntime(
+                zone=self.zone,
+                checkpoint=self.checkpoint,
+                lane=lane,
+                outbox=self.outbox,
+                records=self.records,
+                is_online=lambda: self.uplink.online,
+                records_fresh_at=lambda: self.records_fresh_at,
+                drivers=drivers,
+                evidence_dir=self.data_dir / "evidence",
+                on_event=self.uplink.nudge,
+                on_decision=self._count_decision(lane.id),
+            )
+            runtime_holder.append(runtime)
+            self.lanes[lane.id] = runtime
+
+    def _count_decision(self, lane_id: str):
+        def count(verdict: str, seconds: float) -> None:
+            self.metrics.decisions.labels(lane_id, verdict).inc()
+            self.metrics.decision_seconds.labels(lane_id).observe(seconds)
+
+        return count
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> None:
+        if self.metrics_port:
+            start_http_server(self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+        self._install_epoch()
+        log.info(
+            "agent %s starting: %d lanes, %d devices, broker %s",
+            self.agent_id,
+            len(self.lanes),
+            len(self.drivers),
+            self.broker_url,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.uplink.run(), name="uplink")
+                tg.create_task(self._records_loop(), name="records")
+                tg.create_task(self._housekeeping_loop(), name="housekeeping")
+                for name, driver in self.drivers.items():
+                    tg.create_task(driver.run(), name=f"driver {name}")
+                for lane_id, lane in self.lanes.items():
+                    tg.create_task(lane.run(), name=f"lane {lane_id}")
+        finally:
+            self.outbox.close()
+            self.records.close()
+
+    def _install_epoch(self) -> None:
+        """Start a random-draw epoch: the key stays on disk, only its commitment is published now."""
+        epoch_dir = self.data_dir / "epochs"
+        epoch_dir.mkdir(parents=True, exist_ok=True)
+        epoch_id = (
+            f"{self.agent_id.replace('/', ':')}:{datetime.now(UTC):%Y%m%dT%H%M%S}:{secrets.token_hex(3)}"
+        )
+        key = secrets.token_bytes(32)
+        key_file = epoch_dir / f"{epoch_id.replace(':', '_')}.key"
+        key_file.write_text(key.hex())
+        key_file.chmod(0o600)
+        epoch = gc.EpochKey(epoch_id=epoch_id, key=key)
+        for lane in self.lanes.values():
+            lane.install_epoch(epoch)
+        self._epoch = epoch  # its commitment is appended to the outbox first thing in _records_loop
+
+    async def _records_loop(self) -> None:
+        """Keep the cache current: initial sync, then on every gap; mark freshness while online."""
+        await self.outbox.append(
+            "draw_epoch",
+            {
+                "epoch_id": self._epoch.epoch_id,
+                "commitment": self._epoch.commitment,
+                "started_at": self.started_at.isoformat(),
+            },
+        )
+        self._sync_needed.set()
+        async with httpx.AsyncClient() as client:
+            while True:
+                if self._sync_needed.is_set():
+                    try:
+                        await self.records.sync_from_hub(client, self.hub_url)
+                        self._sync_needed.clear()
+                    except (httpx.HTTPError, ValueError, GapDetected) as exc:
+                        log.warning(
+                            "agent %s: record sync with %s failed (%s); deciding from the local copy",
+                            self.agent_id,
+                            self.hub_url,
+                            exc,
+                        )
+                if self.uplink.online and not self._sync_needed.is_set():
+                    self.records_fresh_at = datetime.now(UTC)
+                try:
+                    await asyncio.wait_for(
+                        self._sync_needed.wait(), timeout=2.0 if self._sync_needed.is_set() else 1.0
+                    )
+                    if self._sync_needed.is_set():
+                        await asyncio.sleep(1.0)
+                except TimeoutError:
+                    pass
+
+    async def handle_record_delta(self, delta: RecordDelta) -> None:
+        try:
+            await self.records.apply([delta])
+        except GapDetected as gap:
+            log.info("agent %s: %s; pulling the missing records over HTTP", self.agent_id, gap)
+            self._sync_needed.set()
+
+    async def _housekeeping_loop(self) -> None:
+        """Metrics, and the outbox alarm well before anything could be shed."""
+        while True:
+            stats = await self.outbox.stats()
+            m = self.metrics
+            m.outbox_depth.set(stats.depth)
+            m.outbox_oldest_age.set(stats.oldest_age_s)
+            m.outbox_shed.set(stats.shed)
+            m.uplink_connected.set(1 if self.uplink.online else 0)
+            state = await self.records.state()
+            m.record_version.set(state.record_version)
+            if self.records_fresh_at:
+                m.record_age.set((datetime.now(UTC) - self.records_fresh_at).total_seconds())
+            for name, d in self.drivers.items():
+                lane, dev = name.split("/", 1)
+                m.device_up.labels(lane, dev).set({"up": 1, "down": 0}.get(d.health.observed, -1))
+                m.device_bad_frames.labels(lane, dev).set(d.health.counters.get("frames_bad", 0))
+            ratio = stats.fill_ratio
+            if ratio >= self.checkpoint.agent.outbox_alarm_ratio and not self._outbox_alarmed:
+                self._outbox_alarmed = True
+                log.error(
+                    "agent %s: outbox %.0f%% full (%d events, oldest %.0f s)",
+                    self.agent_id,
+                    ratio * 100,
+                    stats.depth,
+                    stats.oldest_age_s,
+                )
+                await self.outbox.append(
+                    EventType.ALARM,
+                    {
+                        "kind": "alarm",
+                        "alarm": "outbox_filling",
+                        "severity": "critical",
+                        "detail": f"outbox {ratio:.0%} full, {stats.depth} events waiting",
+                    },
+                )
+            elif ratio < self.checkpoint.agent.outbox_alarm_ratio / 2:
+                self._outbox_alarmed = False
+            await asyncio.sleep(2.0)
+
+    # ------------------------------------------------------------------ status
+    def status(self, online: bool = True) -> AgentStatus:
+        try:
+            stats = self.outbox.stats_now()
+            cache = self.records.state_now()
+            depth, age, last_seq, version = (
+                stats.depth,
+                stats.oldest_age_s,
+                stats.last_seq,
+                cache.record_version,
+            )
+        except Exception:  # noqa: BLE001 — the last will is built before anything runs
+            depth, age, last_seq, version = 0, 0.0, 0, None
+        return AgentStatus(
+            agent_id=self.agent_id,
+            zone=self.zone.id,
+            checkpoint=self.checkpoint.id,
+            online=online,
+            name=self.checkpoint.name,
+            location=self.checkpoint.location,
+            started_at=self.started_at,
+            software_version=__version__,
+            record_version=version,
+            records_as_of=self.records_fresh_at,
+            outbox_depth=depth,
+            outbox_oldest_age_s=age,
+            last_seq=last_seq,
+            lanes=[lane.status() for lane in self.lanes.values()] if online else [],
+        )
+
+    # ------------------------------------------------------------------ operator commands
+    async def handle_command(self, signed: SignedCommand | None, error: str) -> None:
+        """Verify, carry out and answer one operator command. Refusals are logged, recorded and answered."""
+        if signed is None:
+            self.metrics.commands.labels("malformed").inc()
+            log.warning("agent %s: malformed command refused: %s", self.agent_id, error)
+            await self.outbox.append(
+                EventType.COMMAND_AUDIT, {"accepted": False, "code": "malformed", "detail": error}
+            )
+            return
+        cmd = signed.command
+        try:
+            verify_command(
+                signed, self.command_key, agent_id=self.agent_id, now=datetime.now(UTC), nonces=self.nonces
+            )
+        except CommandRejected as exc:
+            self.metrics.commands.labels(exc.code).inc()
+            log.warning(
+                "agent %s: command %s (%s by %s) refused: %s",
+                self.agent_id,
+                cmd.command_id,
+                cmd.action,
+                cmd.operator_id,
+                exc,
+            )
+            await self._answer(cmd, False, "refused", exc.code, str(exc))
+            return
+        lane = self.lanes.get(cmd.lane)
+        if lane is None:
+            await self._answer(
+                cmd, False, "refused", "unknown_lane", f"no lane {cmd.lane!r} at {self.agent_id}"
+            )
+            return
+        try:
+            accepted, detail = await self._carry_out(lane, cmd)
+        except Exception as exc:  # noqa: BLE001 — answer, never crash
+            log.exception("agent %s: command %s failed", self.agent_id, cmd.command_id)
+            await self._answer(cmd, False, "failed", "error", str(exc))
+            return
+        self.metrics.commands.labels("done" if accepted else "not_applied").inc()
+        await self._answer(
+            cmd, accepted, "done" if accepted else "refused", "" if accepted else "not_applicable", detail
+        )
+
+    async def _carry_out(self, lane: LaneRuntime, cmd: OperatorCommand) -> tuple[bool, str]:
+        p = cmd.params
+        match cmd.action:
+            case CommandAction.LOCK_LANE | CommandAction.HOLD:
+                lane.locked = True
+                return True, f"lane {lane.lane.id} locked: the barrier will not open until unlocked"
+            case CommandAction.UNLOCK_LANE:
+                lane.locked = False
+                return True, f"lane {lane.lane.id} unlocked"
+            case CommandAction.MANUAL_RELEASE:
+                if lane.locked:
+                    return False, "lane is locked; unlock it first"
+                event = gc.ManualRelease(
+                    operator_id=cmd.operator_id,
+                    reason_code=cmd.reason_code or "manual",
+                    reason_text=cmd.reason_text,
+                    second_operator_id=cmd.second_operator_id,
+                )
+            case CommandAction.ESCALATE:
+                event = gc.Escalate(operator_id=cmd.operator_id, reason_text=cmd.reason_text)
+            case CommandAction.REGATHER if "field" in p and "value" in p:
+                event = gc.KeyIn(operator_id=cmd.operator_id, field=p["field"], value=str(p["value"]))
+            case CommandAction.REGATHER:
+                event = gc.Regather(operator_id=cmd.operator_id, device=p.get("device", "plate_camera"))
+            case _:
+                return False, f"unknown action {cmd.action}"
+        step = await lane.operator(event)
+        for rec in step.records:
+            if isinstance(rec, gc.ManualReleaseRecord):
+                return rec.authorised, rec.rejection or "barrier opened on manual release"
+            if isinstance(rec, gc.OperatorActionRecord):
+                return rec.accepted, rec.detail
+        return bool(step.records), "applied" if step.records else "nothing to do in the lane's state"
+
+    async def _answer(
+        self, cmd: OperatorCommand, accepted: bool, status: str, code: str, detail: str
+    ) -> None:
+        result = CommandResult(
+            command_id=cmd.command_id,
+            agent_id=self.agent_id,
+            lane=cmd.lane,
+            accepted=accepted,
+            status=status,
+            code=code,
+            detail=detail,
+        )
+        await self.outbox.append(
+            EventType.COMMAND_AUDIT,
+            {"command": cmd.model_dump(mode="json"), "result": result.model_dump(mode="json")},
+            lane=cmd.lane,
+        )
+        self.uplink.nudge()
+        client = self.uplink._client
+        if client is not None:
+            try:
+                await client.publish(
+                    Topics.command_results(self.zone.id, self.checkpoint.id), result.to_bytes(), qos=1
+                )
+            except Exception as exc:  # noqa: BLE001 — the durable copy is in the outbox
+                log.warning(
+                    "agent %s: command result not published now (%s); it is in the outbox", self.agent_id, exc
+                )
