@@ -704,7 +704,8 @@ class _Run:
             self.phase(
                 "gathering", regathering=True, gather_deadline=self.now + self.t.gather_s, hold_since=None
             )
-        self.set_txn(awaiting=self.txn.awaiting | awaiting)
+        # A re-triggered input counts as re-gathered even if the device never answers (I5 at timeout).
+        self.set_txn(awaiting=self.txn.awaiting | awaiting, regathered=self.txn.regathered | awaiting)
 
     def reset_fault(self) -> None:
         t = self.s.txn
