@@ -2,7 +2,7 @@
 
 import typer
 
-from efence.commands import audit, config, sim, vision
+from efence.commands import audit, config, edge, sim, vision
 
 app = typer.Typer(
     help="efence: customs gate and electronic-fence controller for the four Shanghai FTZ zones.",
@@ -10,6 +10,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(config.app, name="config")
+app.add_typer(edge.app, name="edge")
 app.add_typer(sim.app, name="sim")
 app.add_typer(audit.app, name="audit")
 app.add_typer(vision.app, name="vision")
