@@ -42,6 +42,7 @@ class WeightReading:
     tare_kg: float | None = None
     net: bool = False
     signal_lost: bool = False
+    empty: bool = False  # gross below the configured empty-bridge threshold (added for the weighbridge driver)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,126 @@
+"""LED text board driver (`efence-text`, docs/PROTOCOL_LED.md): shows the lane's messages.
+
+`ShowText(lines)` replaces the whole board: each configured line is written (empty text for lines not
+given) and acknowledged by the board. The latest text is kept and written again after every reconnect,
+because a board that lost power comes back blank.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edge_agent.codecs import led_text
+from edge_agent.codecs.common import FrameError
+from edge_agent.drivers.base import DeviceCommand
+from edge_agent.drivers.registry import register
+from edge_agent.drivers.serial_line import SerialDriver
+from firmware_configs.devices import LedBoardConfig
+
+ACK_TIMEOUT_S = 1.0
+COMMAND_WAIT_S = 3.0
+
+
+@dataclass(frozen=True)
+class ShowText(DeviceCommand):
+    """Show these lines (top first) in one colour; lines beyond the list are cleared."""
+
+    lines: list[str] = field(default_factory=list)
+    colour: Literal["red", "green", "yellow"] = "red"
+
+
+@register("led_board")
+class LedBoardDriver(SerialDriver):
+    config: LedBoardConfig
+    config_type = LedBoardConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._frames: list[bytes] = []
+        self._version = 0  # of the text asked for
+        self._shown = 0  # version the board acknowledged
+        self._changed = asyncio.Event()
+        self._shown_cond: asyncio.Condition | None = None
+
+    def frames_for(self, command: ShowText) -> list[bytes]:
+        """Encode a command; raises ValueError for text the board cannot show (checked before queueing)."""
+        if len(command.lines) > self.config.lines:
+            raise ValueError(
+                f"board {self.config.id} has {self.config.lines} lines, got {len(command.lines)}"
+            )
+        colour = led_text.COLOURS[command.colour]
+        texts = list(command.lines) + [""] * (self.config.lines - len(command.lines))
+        return [
+            led_text.encode(led_text.LedText(i + 1, text, colour), encoding=self.config.encoding)
+            for i, text in enumerate(texts)
+        ]
+
+    async def command(self, command: DeviceCommand) -> None:
+        """Queue the text and wait (up to 3 s) until the board acknowledged it; health shows failures."""
+        if not isinstance(command, ShowText):
+            await super().command(command)
+            return
+        self._frames = self.frames_for(command)
+        self._version += 1
+        version = self._version
+        self._changed.set()
+        if self._shown_cond is None:
+            self._shown_cond = asyncio.Condition()
+        async with self._shown_cond:
+            try:
+                await asyncio.wait_for(
+                    self._shown_cond.wait_for(lambda: self._shown >= version), COMMAND_WAIT_S
+                )
+            except TimeoutError:
+                self.log.warning(
+                    "device %s: text not acknowledged within %.0f s", self.config.id, COMMAND_WAIT_S
+                )
+
+    async def _reply(self, reader: asyncio.StreamReader, replies: led_text.LedReplyDecoder) -> bool | None:
+        """The board's answer to the frame just written: True ACK, False NAK, None nothing in time."""
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                data = await asyncio.wait_for(reader.read(64), remaining)
+            except TimeoutError:
+                return None
+            if not data:
+                raise ConnectionError("board closed the line")
+            for reply in replies.feed(data):
+                if isinstance(reply, FrameError):
+                    self.bad_frame(reply)
+                else:
+                    return reply.ok
+        return None
+
+    async def _write_frame(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frame: bytes
+    ) -> bool:
+        """Write one line, retrying once after a NAK or a missing ACK."""
+        replies = led_text.LedReplyDecoder()
+        for _attempt in range(2):
+            writer.write(frame)
+            answer = await self._reply(reader, replies)
+            if answer:
+                self.health.ok(time.monotonic())
+                return True
+            reason = "board answered NAK" if answer is False else "no ACK from board"
+            self.health.failed(reason, bad_frame=answer is False)
+            self.ratelog.warning(f"{self.config.id}:ack", "device %s: %s", self.config.id, reason)
+        return False
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._changed.set()  # (re)connected: write the current text again
+        if self._shown_cond is None:
+            self._shown_cond = asyncio.Condition()
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            version, frames = self._version, list(self._frames)
+            ok = True
+            for frame in frames:
+                ok = await self._write_frame(reader, writer, frame) and ok
+            if ok and frames:
+                async with self._shown_cond:
+                    self._shown = max(self._shown, version)
+                    self._shown_cond.notify_all()

@@ -1,0 +1,121 @@
+"""RFID reader driver: Chafon binary (polled inventory), EM4100 ASCII and plain ASCII EPC lines (streamed).
+
+Reads become `TagRead`s with the reader's configured role. Readers repeat a tag many times a second while
+it is in the field; `TagDeduper` lets one tag through at most once per `dedupe_window_s`. Tag ids are
+upper-case hex: the EPC for UHF readers, the 10 hex digits (version + 32-bit card id) for EM4100 cards.
+"""
+
+import asyncio
+import time
+
+from edge_agent.codecs import ascii_epc, chafon, em4100
+from edge_agent.codecs.common import FrameError
+from edge_agent.drivers.registry import register
+from edge_agent.drivers.serial_line import SerialDriver
+from edge_agent.observations import TagRead
+from firmware_configs.devices import RfidReaderConfig
+
+ANSWER_TIMEOUT_S = 1.0
+"""A Chafon reader that has not finished answering an inventory within this time has failed that poll."""
+
+
+class TagDeduper:
+    """Let a tag through when it was not let through in the last `window_s` seconds (time passed in)."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self._last: dict[str, float] = {}
+
+    def admit(self, tag_id: str, now: float) -> bool:
+        last = self._last.get(tag_id)
+        if last is not None and now - last < self.window_s:
+            return False
+        self._last[tag_id] = now
+        if len(self._last) > 4096:  # forget tags long gone, so a busy gate does not grow memory
+            self._last = {t: at for t, at in self._last.items() if now - at < self.window_s}
+        return True
+
+
+@register("rfid_reader")
+class RfidReaderDriver(SerialDriver):
+    config: RfidReaderConfig
+    config_type = RfidReaderConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deduper = TagDeduper(self.config.dedupe_window_s)
+
+    def tag(self, tag_id: str, now: float, *, rssi: int | None = None, antenna: int | None = None) -> None:
+        if self.deduper.admit(tag_id, now):
+            self.emit(TagRead(self.config.id, self.config.role, tag_id, now, rssi=rssi, antenna=antenna))
+
+    def decoder(self):
+        c = self.config
+        if c.protocol == "chafon":
+            return chafon.ChafonDecoder(responses=True)
+        if c.protocol == "em4100":
+            return em4100.Em4100Decoder(frame_length=c.em4100_frame_length, check=c.em4100_check)
+        return ascii_epc.AsciiEpcDecoder()
+
+    def feed(self, data: bytes, now: float, decoder) -> bool:
+        """Handle received bytes; returns True when a Chafon inventory answer is complete."""
+        done = False
+        for item in decoder.feed(data):
+            if isinstance(item, FrameError):
+                self.bad_frame(item)
+            elif isinstance(item, em4100.Em4100Frame):
+                self.health.ok(now)
+                self.tag(item.tag_hex, now)
+            elif isinstance(item, ascii_epc.EpcLine):
+                self.health.ok(now)
+                self.tag(item.epc, now)
+            elif isinstance(item, chafon.ChafonResponse):
+                if item.command != chafon.CMD_INVENTORY:
+                    continue
+                tags = chafon.parse_inventory(item)
+                if isinstance(tags, FrameError):
+                    self.bad_frame(tags)
+                    continue
+                self.health.ok(now)
+                for t in tags:
+                    self.tag(t.epc_hex, now, rssi=t.rssi, antenna=t.antenna)
+                done = done or item.status != chafon.STATUS_MORE
+        return done
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = self.decoder()
+        if self.config.protocol == "chafon":
+            await self._poll(reader, writer, decoder)
+            return
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                return
+            self.feed(data, time.monotonic(), decoder)
+
+    async def _poll(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder) -> None:
+        request = chafon.encode_command(
+            chafon.ChafonCommand(self.config.reader_address, chafon.CMD_INVENTORY)
+        )
+        interval = self.config.poll_interval_ms / 1000
+        while True:
+            decoder.reset()
+            writer.write(request)
+            deadline = time.monotonic() + ANSWER_TIMEOUT_S
+            done = False
+            while not done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.health.failed("no answer to inventory")
+                    self.ratelog.warning(
+                        f"{self.config.id}:timeout", "device %s: no answer to inventory", self.config.id
+                    )
+                    break
+                try:
+                    data = await asyncio.wait_for(reader.read(4096), remaining)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                done = self.feed(data, time.monotonic(), decoder)
+            await asyncio.sleep(interval)
