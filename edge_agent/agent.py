@@ -15,6 +15,7 @@ import httpx
 from prometheus_client import start_http_server
 
 import gate_controller as gc
+from edge_agent.device_receiver import DeviceReceiver
 from edge_agent.drivers.base import Driver
 from edge_agent.drivers.registry import create_driver
 from edge_agent.lane_runtime import LaneRuntime
@@ -73,6 +74,8 @@ class EdgeAgent:
     broker_url: str | None = None
     hub_url: str | None = None
     metrics_port: int | None = None
+    device_http_host: str | None = None
+    device_http_port: int | None = None
     lanes: dict[str, LaneRuntime] = field(default_factory=dict, init=False)
     drivers: dict[str, Driver] = field(default_factory=dict, init=False)
 
@@ -136,6 +139,17 @@ class EdgeAgent:
         if self.metrics_port:
             start_http_server(self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
         self._install_epoch()
+        receiver = DeviceReceiver()
+        if receiver.mount_drivers(self.drivers.values()):
+            cfg = self.checkpoint.agent
+            host = self.device_http_host or cfg.device_http_host
+            port = self.device_http_port if self.device_http_port is not None else cfg.device_http_port
+            self.device_http_port = await receiver.start(host, port)
+            log.info(
+                "agent %s: camera push receiver on http://%s:%d", self.agent_id, host, self.device_http_port
+            )
+        else:
+            receiver = None
         log.info(
             "agent %s starting: %d lanes, %d devices, broker %s",
             self.agent_id,
@@ -153,6 +167,8 @@ class EdgeAgent:
                 for lane_id, lane in self.lanes.items():
                     tg.create_task(lane.run(), name=f"lane {lane_id}")
         finally:
+            if receiver is not None:
+                await receiver.stop()
             self.outbox.close()
             self.records.close()
 

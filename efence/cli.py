@@ -2,13 +2,14 @@
 
 import typer
 
-from efence.commands import audit, config, edge, sim, vision
+from efence.commands import audit, config, demo, edge, sim, vision
 
 app = typer.Typer(
     help="efence: customs gate and electronic-fence controller for the four Shanghai FTZ zones.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.command(name="demo")(demo.demo)
 app.add_typer(config.app, name="config")
 app.add_typer(edge.app, name="edge")
 app.add_typer(sim.app, name="sim")

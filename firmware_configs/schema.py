@@ -102,6 +102,10 @@ class AgentSettings(ConfigModel):
     command_key_file: str | None = Field(
         None, description="File holding the command-signing key; read when the variable is unset."
     )
+    device_http_host: str = Field(
+        "0.0.0.0",
+        description="Address the camera push receiver listens on (the lane network's interface, or 0.0.0.0).",
+    )
     device_http_port: int = Field(
         8081, ge=1, le=65535, description="Port of the receiver that cameras push results to."
     )

@@ -229,7 +229,7 @@ class TrafficGenerator:
             "totalNetWt": int(cargo * 0.92),
             "totalWt": total,
             "stucd": "1",
-            "sealNo": f"SEAL{r.randrange(10**8):08d}" if has_boxes else "",
+            "sealNo": f"5E{r.getrandbits(40):010X}" if has_boxes else "",
             "validUntil": (now + timedelta(days=3)).isoformat(),
         }
         gross = total + r.randrange(-120, 120, 10)
