@@ -1,0 +1,465 @@
+"""The hub's HTTP API and dashboard (FastAPI; OpenAPI at /api/openapi.json, docs at /api/docs).
+
+Authentication is enforced by one ASGI middleware for every path, so a new route cannot be left open
+by mistake: only `/api/health`, `/api/login`, the login page and static assets pass without a
+token. Tokens come from `POST /api/login` and are accepted as `Authorization: Bearer` or as the
+`efence_token` cookie the login sets for the dashboard. Roles (viewer < operator < supervisor <
+admin) are checked per route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from efence.contract import (
+    CommandAction,
+    OperatorCommand,
+    RecordKind,
+    RecordPage,
+    Topics,
+    sign_command,
+)
+
+from .alarms import CATALOGUE
+from .auth import Role
+from .ingest import Ingest
+from .keys import KeyLookup, key_lookup
+from .live import LiveBus
+from .records import ImportRejected, field_table, infer_kind, parse_file
+from .store import AuthUser, HubStore, SqliteStore
+
+log = logging.getLogger("efence.hub.api")
+
+STATIC_DIR = Path(__file__).with_name("static")
+COOKIE = "efence_token"
+PUBLIC_PATHS = {"/api/health", "/api/login", "/login.html", "/favicon.ico"}
+PUBLIC_PREFIXES = ("/static/",)
+
+
+# --------------------------------------------------------------------------- request bodies
+class LoginBody(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class AckBody(BaseModel):
+    note: str = Field("", max_length=500, description="What was done about it.")
+
+
+class ImportBody(BaseModel):
+    zone: str = Field(min_length=1, max_length=40)
+    kind: RecordKind | None = Field(None, description="Inferred from the field names when omitted.")
+    content: str | None = Field(None, description="CSV (header row of field names) or JSON text.")
+    records: list[dict[str, Any]] | None = Field(
+        None, description="Rows as JSON objects (instead of content)."
+    )
+    filename: str = ""
+
+
+class CommandBody(BaseModel):
+    agent_id: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
+    lane: str = Field(min_length=1)
+    action: CommandAction
+    reason_code: str = ""
+    reason_text: str = ""
+    transaction_id: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    second_username: str | None = Field(None, description="Second officer, required to override I1/I2 holds.")
+    second_password: str | None = None
+    ttl_s: float = Field(60.0, gt=0, le=600)
+
+
+class UserBody(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=8, max_length=256)
+    role: str = "viewer"
+
+
+# --------------------------------------------------------------------------- auth middleware
+class AuthMiddleware:
+    """Resolves the token on every request; refuses anything but the public paths without one."""
+
+    def __init__(self, app: Any, store: HubStore) -> None:
+        self.app = app
+        self.store = store
+        self._cache: dict[str, tuple[AuthUser | None, float]] = {}
+
+    async def _user(self, token: str) -> AuthUser | None:
+        hit = self._cache.get(token)
+        now = time.monotonic()
+        if hit and hit[1] > now:
+            return hit[0]
+        user = await self.store.acall(self.store.user_for_token, token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (user, now + 5.0)  # a revoked token or changed role takes effect within 5 s
+        return user
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[Any]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        token = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].decode("latin-1").strip()
+            elif name == b"cookie" and token is None:
+                for part in value.decode("latin-1").split(";"):
+                    k, _, v = part.strip().partition("=")
+                    if k == COOKIE and v:
+                        token = v
+        user = await self._user(token) if token else None
+        scope.setdefault("state", {})["user"] = user
+        scope["state"]["token"] = token
+        if user is None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
+            if path == "/" or path.endswith(".html"):
+                resp: Response = RedirectResponse("/login.html", status_code=303)
+            else:
+                resp = JSONResponse({"detail": "authentication required"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            await resp(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def current_user(request: Request) -> AuthUser:
+    user = getattr(request.state, "user", None)
+    if user is None:
+        raise HTTPException(401, "authentication required")
+    return user
+
+
+def require(role: Role) -> Callable[[Request], AuthUser]:
+    def dep(request: Request) -> AuthUser:
+        user = current_user(request)
+        if user.role < role:
+            raise HTTPException(403, f"needs role {role.label} or higher; you are {user.role.label}")
+        return user
+
+    return dep
+
+
+Viewer = Annotated[AuthUser, Depends(require(Role.VIEWER))]
+Operator = Annotated[AuthUser, Depends(require(Role.OPERATOR))]
+Supervisor = Annotated[AuthUser, Depends(require(Role.SUPERVISOR))]
+Admin = Annotated[AuthUser, Depends(require(Role.ADMIN))]
+
+
+# --------------------------------------------------------------------------- the app
+def create_app(
+    store: HubStore,
+    *,
+    ingest: Ingest | None = None,
+    live: LiveBus | None = None,
+    key_for: KeyLookup | None = None,
+    token_ttl_s: float = 12 * 3600,
+    agent_silence_s: float = 120.0,
+    static_dir: Path = STATIC_DIR,
+) -> FastAPI:
+    """The API over `store`. Without `ingest` (tests, read-only replicas) commands answer 503."""
+    live = live or (ingest.live if ingest else LiveBus())
+    key_for = key_for or key_lookup()
+    app = FastAPI(
+        title="efence hub",
+        version="1",
+        description="Central monitoring hub of the four Shanghai FTZ zones: transactions, alarms, lanes, "
+        "devices, KPIs, customs records and operator commands.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.add_middleware(AuthMiddleware, store=store)
+    app.state.store = store
+    app.state.ingest = ingest
+    app.state.live = live
+    s = store
+
+    async def call(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        return await s.acall(fn, *a, **kw)
+
+    # ----------------------------------------------------------------- public
+    @app.get("/api/health", tags=["public"])
+    async def health() -> dict[str, Any]:
+        """Broker and store state; no authentication, for load balancers and the demo."""
+        try:
+            st = await call(s.health)
+        except Exception as exc:  # the store being broken is exactly what health must report
+            st = {"ok": False, "error": str(exc)}
+        broker = {
+            "connected": bool(ingest and ingest.connected.is_set()),
+            "configured": ingest is not None,
+            "instance_id": ingest.instance_id if ingest else None,
+            "last_error": ingest.last_error if ingest else None,
+        }
+        return {"ok": bool(st.get("ok")) and (ingest is None or broker["connected"]), "broker": broker, "store": st,
+                "ingest": ingest.metrics.as_dict() if ingest else {}}  # fmt: skip
+
+    @app.post("/api/login", tags=["public"])
+    async def login(body: LoginBody) -> JSONResponse:
+        """Exchange username and password for a bearer token (also set as an HttpOnly cookie)."""
+        user = await call(s.authenticate, body.username, body.password)
+        if user is None:
+            await asyncio.sleep(0.2)  # slows guessing a little; scrypt does the rest
+            raise HTTPException(401, "wrong username or password")
+        token = await call(s.issue_token, user.username, token_ttl_s)
+        resp = JSONResponse({"token": token, "username": user.username, "role": user.role.label})
+        resp.set_cookie(COOKIE, token, max_age=int(token_ttl_s), httponly=True, samesite="strict")
+        return resp
+
+    @app.post("/api/logout", tags=["session"])
+    async def logout(request: Request, user: Viewer) -> JSONResponse:
+        token = request.state.token
+        if token:
+            await call(s.revoke_token, token)
+        resp = JSONResponse({"ok": True})
+        resp.delete_cookie(COOKIE)
+        return resp
+
+    @app.get("/api/me", tags=["session"])
+    async def me(user: Viewer) -> dict[str, str]:
+        return {"username": user.username, "role": user.role.label}
+
+    # ----------------------------------------------------------------- monitoring
+    @app.get("/api/transactions", tags=["monitoring"])
+    async def transactions(
+        user: Viewer,
+        zone: str | None = None,
+        checkpoint: str | None = None,
+        plate: str | None = None,
+        pass_: Annotated[str | None, Query(alias="pass")] = None,
+        container: str | None = None,
+        verdict: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Transactions newest first; `plate` matches part of a plate or a whole e-plate."""
+        return await call(
+            s.list_transactions, zone=zone, checkpoint=checkpoint, plate=plate, pass_no=pass_, container=container,
+            verdict=verdict, since=since, until=until, limit=limit,
+        )  # fmt: skip
+
+    @app.get("/api/transactions/{transaction_id}", tags=["monitoring"])
+    async def transaction(transaction_id: str, user: Viewer) -> dict[str, Any]:
+        """One transaction with every event it produced (the evidence trail)."""
+        tx = await call(s.get_transaction, transaction_id) if isinstance(s, SqliteStore) else None
+        if not tx:
+            raise HTTPException(404, "no such transaction")
+        return tx
+
+    @app.get("/api/agents", tags=["monitoring"])
+    async def agents(user: Viewer) -> list[dict[str, Any]]:
+        return await call(s.list_agents, agent_silence_s)
+
+    @app.get("/api/lanes", tags=["monitoring"])
+    async def lanes(user: Viewer) -> list[dict[str, Any]]:
+        return await call(s.list_lanes)
+
+    @app.get("/api/devices", tags=["monitoring"])
+    async def devices(user: Viewer) -> list[dict[str, Any]]:
+        return await call(s.list_devices)
+
+    @app.get("/api/alarms", tags=["alarms"])
+    async def alarms(
+        user: Viewer, ringing: bool | None = None, limit: Annotated[int, Query(ge=1, le=2000)] = 200
+    ) -> list[dict[str, Any]]:
+        """Alarms, ringing first, then by severity. `ringing=true` for the unacknowledged queue."""
+        return await call(s.list_alarms, ringing, limit)
+
+    @app.get("/api/alarms/kinds", tags=["alarms"])
+    async def alarm_kinds(user: Viewer) -> list[dict[str, str]]:
+        return [
+            {"kind": k.kind, "severity": k.severity, "zh": k.zh, "en": k.en, "action": k.action}
+            for k in CATALOGUE.values()
+        ]
+
+    @app.post("/api/alarms/{alarm_id}/ack", tags=["alarms"])
+    async def ack(alarm_id: int, body: AckBody, user: Operator) -> dict[str, Any]:
+        """Acknowledge: the alarm stops ringing; who, when and the note go to the audit log."""
+        alarm = await call(s.ack_alarm, alarm_id, user.username, body.note)
+        if alarm is None:
+            raise HTTPException(404, "no such alarm")
+        live.publish({"type": "alarm", "data": alarm})
+        return alarm
+
+    @app.get("/api/kpis", tags=["monitoring"])
+    async def kpis(user: Viewer, hours: Annotated[float, Query(gt=0, le=24 * 31)] = 1.0) -> dict[str, Any]:
+        return await call(s.kpis, hours)
+
+    @app.get("/api/transfers", tags=["monitoring"])
+    async def transfers(user: Viewer) -> list[dict[str, Any]]:
+        return await call(s.list_transfers) if isinstance(s, SqliteStore) else []
+
+    @app.get("/api/metrics", tags=["monitoring"])
+    async def metrics(user: Viewer) -> dict[str, Any]:
+        return {"ingest": ingest.metrics.as_dict() if ingest else {}, "live_subscribers": live.subscribers}
+
+    @app.get("/api/stream", tags=["monitoring"])
+    async def stream(request: Request, user: Viewer) -> StreamingResponse:
+        """Server-Sent Events: `transaction`, `alarm`, `lane`, `agent`, `device`, `command`, `resync`."""
+
+        async def gen() -> Any:
+            async with live.subscribe() as q:
+                yield "retry: 2000\nevent: hello\ndata: {}\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(q.get(), 15.0)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"event: {item['type']}\ndata: {json.dumps(item.get('data', {}), ensure_ascii=False, default=str)}\n\n"
+
+        return StreamingResponse(
+            gen(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    # ----------------------------------------------------------------- records
+    @app.get("/api/records", tags=["records"])
+    async def record_counts(user: Viewer) -> list[dict[str, Any]]:
+        return await call(s.record_counts) if isinstance(s, SqliteStore) else []
+
+    @app.get("/api/records/formats", tags=["records"])
+    async def record_formats(user: Viewer) -> dict[str, Any]:
+        """Import field names per record kind (customs names; `(design)` marks our own)."""
+        return field_table()
+
+    @app.get("/api/records/{zone}", tags=["records"], response_model=RecordPage)
+    async def records(zone: str, user: Viewer, after: Annotated[int, Query(ge=0)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=50_000)] = 5000) -> RecordPage:  # fmt: skip
+        """Deltas after `after` (in seq order), or a snapshot when `after` is 0, ahead of the hub or too old."""
+        return await call(s.records_page, zone, after, limit)
+
+    @app.post("/api/records/import", tags=["records"])
+    async def import_records(body: ImportBody, user: Supervisor) -> JSONResponse:
+        """Import CSV/JSON rows; 422 with every (row, field, expected) problem and nothing imported."""
+        try:
+            if body.records is not None:
+                rows, declared = body.records, None
+            elif body.content is not None:
+                rows, declared = parse_file(body.content, body.filename)
+            else:
+                raise ImportRejected([])
+            kind = body.kind or declared or infer_kind(rows)
+            if kind is None:
+                return JSONResponse({"detail": "cannot tell the record kind; give `kind`", "errors": []}, 422)
+            res = await call(s.import_records, body.zone, kind, rows, user.username)
+        except ImportRejected as exc:
+            return JSONResponse(
+                {"detail": str(exc), "errors": [e.as_dict() for e in exc.errors]}, status_code=422
+            )
+        if ingest:
+            for delta in res.deltas:
+                await ingest.publish_delta(delta)
+        return JSONResponse({"zone": res.zone, "kind": res.kind, "count": res.count, "head_seq": res.head_seq,
+                             "published": bool(ingest)})  # fmt: skip
+
+    # ----------------------------------------------------------------- commands
+    @app.post("/api/commands", tags=["commands"])
+    async def command(body: CommandBody, user: Operator) -> dict[str, Any]:
+        """Sign with the checkpoint key and publish to the agent; the agent's result arrives later."""
+        if (
+            body.action in (CommandAction.LOCK_LANE, CommandAction.UNLOCK_LANE)
+            and user.role < Role.SUPERVISOR
+        ):
+            raise HTTPException(403, "locking a lane needs role supervisor")
+        second: str | None = None
+        if body.action is CommandAction.MANUAL_RELEASE and body.transaction_id and isinstance(s, SqliteStore):
+            tx = await call(s.get_transaction, body.transaction_id)
+            if tx and {"I1", "I2"} & set(tx["reasons"]):
+                if not body.second_username or not body.second_password:
+                    raise HTTPException(409, "overriding an I1/I2 inspection hold needs a second officer")
+                other = await call(s.authenticate, body.second_username, body.second_password)
+                if other is None or other.username == user.username or other.role < Role.OPERATOR:
+                    raise HTTPException(
+                        403, "second officer not accepted (wrong password, same person, or viewer)"
+                    )
+                second = other.username
+        elif body.second_username and body.second_password:
+            other = await call(s.authenticate, body.second_username, body.second_password)
+            second = other.username if other and other.username != user.username else None
+        key = key_for(body.agent_id)
+        if key is None:
+            raise HTTPException(503, f"no signing key for {body.agent_id} (keys directory or env)")
+        if ingest is None or not ingest.connected.is_set():
+            raise HTTPException(503, "not connected to the broker; command not sent")
+        params = dict(body.params)
+        if body.transaction_id:
+            params.setdefault("transaction_id", body.transaction_id)
+        cmd = OperatorCommand.create(
+            ttl_s=body.ttl_s, agent_id=body.agent_id, lane=body.lane, action=body.action, operator_id=user.username,
+            second_operator_id=second, reason_code=body.reason_code, reason_text=body.reason_text, params=params,
+        )  # fmt: skip
+        signed = sign_command(cmd, key, key_id=body.agent_id)
+        await call(s.record_command, signed, user.username)
+        zone, checkpoint = body.agent_id.split("/")
+        sent = await ingest.publish(Topics.commands(zone, checkpoint), signed.to_bytes(), qos=1, queue=False)
+        if not sent:
+            raise HTTPException(503, "publish failed; command recorded as sent=false")
+        row = {"command_id": cmd.command_id, "status": "sent", "agent_id": body.agent_id, "lane": body.lane,
+               "action": body.action.value, "second_operator_id": second}  # fmt: skip
+        live.publish({"type": "command", "data": row})
+        return row
+
+    @app.get("/api/commands", tags=["commands"])
+    async def commands(
+        user: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        return await call(s.list_commands, limit)
+
+    # ----------------------------------------------------------------- administration
+    @app.get("/api/audit", tags=["admin"])
+    async def audit(
+        user: Supervisor, limit: Annotated[int, Query(ge=1, le=5000)] = 200
+    ) -> list[dict[str, Any]]:
+        return await call(s.list_audit, limit) if isinstance(s, SqliteStore) else []
+
+    @app.get("/api/audit/verify", tags=["admin"])
+    async def audit_verify(user: Supervisor) -> dict[str, Any]:
+        problems = await call(s.verify_audit)
+        return {"ok": not problems, "problems": problems}
+
+    @app.get("/api/users", tags=["admin"])
+    async def users(user: Admin) -> list[dict[str, Any]]:
+        return await call(s.list_users) if isinstance(s, SqliteStore) else []
+
+    @app.post("/api/users", tags=["admin"])
+    async def add_user(body: UserBody, user: Admin) -> dict[str, str]:
+        try:
+            role = Role.parse(body.role)
+            await call(s.create_user, body.username, body.password, role, user.username)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"username": body.username, "role": role.label}
+
+    # ----------------------------------------------------------------- dashboard
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(static_dir / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/login.html", include_in_schema=False)
+    async def login_page() -> FileResponse:
+        return FileResponse(static_dir / "login.html", headers={"Cache-Control": "no-store"})
+
+    if static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    return app

@@ -1,0 +1,363 @@
+"""MQTT ingest: agents' events, status and command results into the store, with application acks.
+
+- Events are stored idempotently by id in batches (up to `batch_max` messages or `batch_window_s`);
+  after each commit the hub publishes `HubAck(acked_seq=highest contiguous seq stored)` — PUBACK
+  alone is not proof of storage (DESIGN.md).
+- Agents send decisions ahead of telemetry, so seqs arrive out of order; a gap is asked for
+  (`ResendRequest`) only once it has persisted for `gap_grace_s`, repeated every
+  `resend_interval_s`, and after `resend_max_attempts` the hub records the loss, rings an
+  `event_gap` alarm and acks past it instead of stalling the agent's outbox forever.
+- The hub announces itself with a retained `HubStatus` (new instance id, so agents re-publish their
+  state) and a last will saying it is offline.
+- A malformed message is logged with its reason and counted in `metrics`; it never stops ingest.
+- The connection is supervised: on loss it reconnects with back-off; storing and acking go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from efence.contract import (
+    AgentStatus,
+    CommandResult,
+    ContractError,
+    EventEnvelope,
+    HubAck,
+    HubStatus,
+    RecordDelta,
+    ResendRequest,
+    Topics,
+    decode,
+    utcnow,
+)
+
+from .live import LiveBus
+from .store import HubStore, IngestResult, new_instance_id
+
+log = logging.getLogger("efence.hub.ingest")
+
+
+@dataclass
+class IngestConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "efence-hub"
+    username: str | None = None
+    password: str | None = None
+    shared_group: str | None = None  # MQTT 5 shared subscription group; None = plain subscriptions
+    persistent_session: bool = True  # the broker keeps QoS 1 events for us while we restart
+    batch_max: int = 500
+    batch_window_s: float = 0.05
+    gap_grace_s: float = 1.0
+    resend_interval_s: float = 2.0
+    resend_max_attempts: int = 5
+    keepalive: int = 30
+    reconnect_max_s: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> IngestConfig:
+        """`mqtt://[user:pass@]host:port` → config."""
+        rest = url.removeprefix("mqtt://")
+        creds, _, hostport = rest.rpartition("@")
+        host, _, port = hostport.partition(":")
+        user, _, pw = creds.partition(":")
+        return cls(
+            host=host or "127.0.0.1", port=int(port or 1883), username=user or None, password=pw or None, **kw
+        )
+
+
+@dataclass
+class _Gap:
+    first_seen: float
+    last_request: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class IngestMetrics:
+    counters: Counter[str] = field(default_factory=Counter)
+    malformed_by_reason: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.counters, "malformed_by_reason": dict(self.malformed_by_reason.most_common(20))}
+
+
+class Ingest:
+    """One hub ingest worker. `await run()` until cancelled; `publish()` for deltas and commands."""
+
+    def __init__(self, store: HubStore, config: IngestConfig, live: LiveBus | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.live = live or LiveBus()
+        self.metrics = IngestMetrics()
+        self.instance_id = new_instance_id()
+        self.started_at = utcnow()
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._queue: asyncio.Queue[EventEnvelope] = asyncio.Queue(maxsize=50_000)
+        self._gaps: dict[str, dict[tuple[int, int], _Gap]] = {}
+        self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes waiting for a connection
+        self.last_error: str = ""
+
+    # ----------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._connection_loop(), name="hub-mqtt")
+            tg.create_task(self._batcher(), name="hub-batcher")
+            tg.create_task(self._gap_ticker(), name="hub-gaps")
+
+    def _status(self, online: bool) -> bytes:
+        return HubStatus(online=online, instance_id=self.instance_id, started_at=self.started_at).to_bytes()
+
+    def _make_client(self) -> aiomqtt.Client:
+        c = self.config
+        v5 = c.shared_group is not None
+        kw: dict[str, Any] = {}
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600 if c.persistent_session else 0
+            kw.update(
+                protocol=aiomqtt.ProtocolVersion.V5, clean_start=not c.persistent_session, properties=props
+            )
+        else:
+            kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=not c.persistent_session)
+        return aiomqtt.Client(
+            c.host,
+            c.port,
+            identifier=c.client_id,
+            username=c.username,
+            password=c.password,
+            keepalive=c.keepalive,
+            will=aiomqtt.Will(Topics.HUB_STATUS, self._status(False), qos=1, retain=True),
+            max_inflight_messages=100,
+            **kw,
+        )
+
+    def _sub(self, topic: str) -> str:
+        return Topics.shared(topic, self.config.shared_group) if self.config.shared_group else topic
+
+    async def _connection_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    self._client = client
+                    await client.subscribe(
+                        [
+                            (self._sub(Topics.ALL_EVENTS), 1),
+                            (Topics.ALL_STATUS, 1),
+                            (self._sub(Topics.ALL_COMMAND_RESULTS), 1),
+                        ]
+                    )
+                    await client.publish(Topics.HUB_STATUS, self._status(True), qos=1, retain=True)
+                    self.connected.set()
+                    self.metrics.counters["connects"] += 1
+                    log.info(
+                        "hub %s connected to mqtt://%s:%s",
+                        self.instance_id,
+                        self.config.host,
+                        self.config.port,
+                    )
+                    backoff = 0.2
+                    await self._flush_pending(client)
+                    try:
+                        async for message in client.messages:
+                            await self._on_message(message)
+                    finally:
+                        self.connected.clear()
+                        self._client = None
+                        with contextlib.suppress(
+                            Exception
+                        ):  # graceful: say offline ourselves (the will is for crashes)
+                            await asyncio.wait_for(
+                                asyncio.shield(
+                                    client.publish(Topics.HUB_STATUS, self._status(False), qos=1, retain=True)
+                                ),
+                                1.0,
+                            )
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc)
+                self.metrics.counters["connection_errors"] += 1
+                log.warning("mqtt connection lost (%s); retrying in %.1f s", exc, backoff)
+            self.connected.clear()
+            self._client = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    # ----------------------------------------------------------------- receiving
+    def _reject(self, leaf: str, reason: str) -> None:
+        self.metrics.counters["malformed"] += 1
+        self.metrics.malformed_by_reason[f"{leaf}: {reason.split(' (')[0][:80]}"] += 1
+        log.warning("rejected %s message: %s", leaf, reason[:300])
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = (
+            message.payload
+            if isinstance(message.payload, bytes | bytearray)
+            else str(message.payload or "").encode()
+        )
+        try:
+            zone, checkpoint, leaf = Topics.parse_agent_topic(topic)
+        except ValueError:
+            self._reject("topic", f"unexpected topic {topic}")
+            return
+        agent_id = f"{zone}/{checkpoint}"
+        self.metrics.counters[f"received_{leaf}"] += 1
+        try:
+            if leaf == "events":
+                env = decode(EventEnvelope, payload)
+                if env.agent_id != agent_id:
+                    raise ContractError(f"agent_id: {env.agent_id} published on the topic of {agent_id}")
+                await self._queue.put(env)
+            elif leaf == "status":
+                if not payload:
+                    return  # a cleared retained status
+                status = decode(AgentStatus, payload)
+                if status.agent_id != agent_id:
+                    raise ContractError(f"agent_id: {status.agent_id} published on the topic of {agent_id}")
+                res = await self.store.acall(self.store.apply_status, status)
+                self.live.publish_all(res.live)
+                if status.online:  # tell a (re)connecting agent what is already stored
+                    acked = await self.store.acall(self.store.contiguous_seq, agent_id)
+                    await self._ack(agent_id, acked)
+            elif leaf == "command-results":
+                result = decode(CommandResult, payload)
+                row = await self.store.acall(self.store.apply_command_result, result)
+                if row:
+                    self.live.publish({"type": "command", "data": row})
+        except ContractError as exc:
+            self._reject(leaf, exc.reason)
+        except Exception as exc:  # a store failure on one message must not end ingest
+            self.metrics.counters["errors"] += 1
+            log.exception("failed to handle %s: %s", topic, exc)
+
+    # ----------------------------------------------------------------- batching, acks, gaps
+    async def _batcher(self) -> None:
+        c = self.config
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + c.batch_window_s
+            while len(batch) < c.batch_max:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[EventEnvelope]) -> None:
+        for attempt in range(1, 100):
+            try:
+                res = await self.store.acall(self.store.ingest, batch)
+                break
+            except Exception as exc:  # disk full, locked database…: keep the batch, do not ack
+                self.metrics.counters["store_errors"] += 1
+                log.error("store commit failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(min(5.0, 0.2 * attempt))
+        else:
+            return
+        self.metrics.counters["stored"] += res.inserted
+        self.metrics.counters["duplicates"] += res.duplicates
+        self.metrics.counters["seq_conflicts"] += res.conflicts
+        self.metrics.counters["batches"] += 1
+        await self._after_commit(res)
+
+    async def _after_commit(self, res: IngestResult) -> None:
+        self.live.publish_all(res.live)
+        for delta in res.deltas:
+            await self.publish_delta(delta)
+        for agent_id, acked in res.contiguous.items():
+            await self._ack(agent_id, acked)
+            self._track_gaps(agent_id, res.gaps.get(agent_id, []))
+        await self._request_resends()
+
+    async def _ack(self, agent_id: str, acked: int) -> None:
+        zone, checkpoint = agent_id.split("/", 1)
+        ack = HubAck(agent_id=agent_id, acked_seq=acked, hub_instance=self.instance_id)
+        if await self._try_publish(Topics.ack(zone, checkpoint), ack.to_bytes(), qos=1):
+            self.metrics.counters["acks_sent"] += 1
+
+    def _track_gaps(self, agent_id: str, gaps: list[tuple[int, int]]) -> None:
+        now = time.monotonic()
+        old = self._gaps.get(agent_id, {})
+        current: dict[tuple[int, int], _Gap] = {}
+        for g in gaps:
+            # a gap that shrank from the top is still the same hole: keep its timer
+            prior = old.get(g) or next((v for (a, _b), v in old.items() if a == g[0]), None)
+            current[g] = prior or _Gap(first_seen=now)
+        if current:
+            self._gaps[agent_id] = current
+        else:
+            self._gaps.pop(agent_id, None)
+
+    async def _request_resends(self) -> None:
+        c = self.config
+        now = time.monotonic()
+        for agent_id, gaps in list(self._gaps.items()):
+            for (lo, hi), g in list(gaps.items()):
+                if now - g.first_seen < c.gap_grace_s or now - g.last_request < c.resend_interval_s:
+                    continue
+                if g.attempts >= c.resend_max_attempts:
+                    res = await self.store.acall(self.store.abandon_gap, agent_id, lo, hi)
+                    self.metrics.counters["gaps_abandoned"] += 1
+                    gaps.pop((lo, hi), None)
+                    await self._after_commit(res)
+                    return
+                zone, checkpoint = agent_id.split("/", 1)
+                req = ResendRequest(agent_id=agent_id, from_seq=lo, to_seq=hi)
+                if await self._try_publish(Topics.resend(zone, checkpoint), req.to_bytes(), qos=1):
+                    g.attempts += 1
+                    g.last_request = now
+                    self.metrics.counters["resend_requests"] += 1
+                    log.info("asked %s to resend %d..%d (attempt %d)", agent_id, lo, hi, g.attempts)
+
+    async def _gap_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.25, self.config.gap_grace_s / 2))
+            if self._gaps:
+                await self._request_resends()
+
+    # ----------------------------------------------------------------- publishing
+    async def _try_publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+            return True
+        except aiomqtt.MqttError as exc:
+            log.warning("publish to %s failed: %s", topic, exc)
+            return False
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, queue: bool = True
+    ) -> bool:
+        """Publish now, or (when `queue`) keep it until the connection is back. False if not sent yet."""
+        if await self._try_publish(topic, payload, qos, retain):
+            return True
+        if queue:
+            self._pending.append((topic, payload, qos, retain))
+        return False
+
+    async def publish_delta(self, delta: RecordDelta) -> None:
+        """Record deltas go out in seq order per zone (QoS 1); an edge that misses one pulls over HTTP."""
+        await self.publish(Topics.records(delta.zone), delta.to_bytes(), qos=1)
+
+    async def _flush_pending(self, client: aiomqtt.Client) -> None:
+        pending, self._pending = self._pending, []
+        for topic, payload, qos, retain in pending:
+            await client.publish(topic, payload, qos=qos, retain=retain)
