@@ -116,7 +116,7 @@ def _parse_isapi_xml(data: bytes) -> dict[str, Any] | PushRejected:
         return PushRejected("XML with a DTD or entities is not accepted")
     try:
         root = ET.fromstring(data)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: unknown declared encoding
         return PushRejected(f"anpr.xml is not well-formed XML ({exc})")
     if _local(root.tag) != "EventNotificationAlert":
         return PushRejected(f"XML root is {_local(root.tag)!r}, expected EventNotificationAlert")
