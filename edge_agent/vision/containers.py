@@ -87,6 +87,11 @@ class ContainerRead:
     def accepted(self) -> bool:
         return self.number is not None
 
+    @property
+    def text(self) -> str | None:
+        """Alias of ``number`` so container reads can go through the same consensus."""
+        return self.number
+
 
 def _edit_distance(a: str, b: str) -> int:
     """Levenshtein distance (small strings only)."""
