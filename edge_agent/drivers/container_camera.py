@@ -144,7 +144,8 @@ class ContainerCameraDriver(Driver):
             number = None
         self._seq += 1
         key = f"box|{read.event_key}" if read.event_key is not None else f"box|seq{self._seq}"
-        if self.dedupe.is_duplicate(key, number, now):
+        if self.dedupe.check(key, number, now):
+            self.dedupe.remember(key, number, now)
             self.counters["duplicates"] += 1
             return number, "duplicate"
         if number is None:
@@ -160,4 +161,5 @@ class ContainerCameraDriver(Driver):
                 images=dict(read.images),
             )
         )
+        self.dedupe.remember(key, number, now)  # only once stored
         return number, "accepted"

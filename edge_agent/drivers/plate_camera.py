@@ -319,7 +319,11 @@ def parse_frigate(payload: bytes, *, camera: str | None = None) -> ParseResult:
 
 # --------------------------------------------------------------------------- de-duplication
 class Deduper:
-    """Drops re-posted events (by key, remembered for the last `max_keys`) and a value repeated within a window."""
+    """Drops re-posted events (by key, remembered for the last `max_keys`) and a value repeated within a window.
+
+    `check` has no side effect; `remember` is called only once the sighting is stored, so a push whose
+    storing failed (answered 500) is not mistaken for a duplicate when the camera re-posts it.
+    """
 
     def __init__(self, window_s: float, *, max_keys: int = 1024):
         self.window_s = window_s
@@ -327,21 +331,23 @@ class Deduper:
         self._keys: OrderedDict[str, None] = OrderedDict()
         self._last_value: dict[str, float] = {}
 
-    def is_duplicate(self, event_key: str, value: str | None, now: float) -> bool:
+    def check(self, event_key: str, value: str | None, now: float) -> bool:
+        """True if this is a re-post of a known event, or the same value within the window."""
         if event_key in self._keys:
-            self._keys.move_to_end(event_key)
             return True
+        last = self._last_value.get(value) if value is not None else None
+        return last is not None and now - last < self.window_s
+
+    def remember(self, event_key: str, value: str | None, now: float) -> None:
         self._keys[event_key] = None
+        self._keys.move_to_end(event_key)
         if len(self._keys) > self.max_keys:
             self._keys.popitem(last=False)
-        if value is None:
-            return False
-        last = self._last_value.get(value)
-        self._last_value[value] = now
-        if len(self._last_value) > self.max_keys:
-            cutoff = now - self.window_s
-            self._last_value = {v: t for v, t in self._last_value.items() if t >= cutoff}
-        return last is not None and now - last < self.window_s
+        if value is not None:  # unreadables are de-duplicated by event key only
+            self._last_value[value] = now  # a vehicle re-triggering the camera extends the window
+            if len(self._last_value) > self.max_keys:
+                cutoff = now - self.window_s
+                self._last_value = {v: t for v, t in self._last_value.items() if t >= cutoff}
 
 
 # --------------------------------------------------------------------------- driver
@@ -464,7 +470,8 @@ class PlateCameraDriver(Driver):
                 self.config.min_confidence,
             )
             plate = None
-        if self.dedupe.is_duplicate(result.event_key, plate, now):
+        if self.dedupe.check(result.event_key, plate, now):
+            self.dedupe.remember(result.event_key, plate, now)
             self.counters["duplicates"] += 1
             return "duplicate"
         if plate is None:
@@ -481,4 +488,5 @@ class PlateCameraDriver(Driver):
                 source_event_id=result.event_key,
             )
         )
+        self.dedupe.remember(result.event_key, plate, now)  # only once stored
         return "accepted"

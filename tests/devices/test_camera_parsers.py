@@ -224,13 +224,18 @@ def test_plate_normalisation():
 
 def test_deduper():
     d = Deduper(window_s=5)
-    assert not d.is_duplicate("k1", "沪A12345", 0.0)
-    assert d.is_duplicate("k1", "沪A12345", 100.0)  # a re-post of the same event: always
-    assert d.is_duplicate("k2", "沪A12345", 3.0)  # same plate inside the window
-    assert not d.is_duplicate("k3", "沪A12345", 9.0)  # outside the window (counted from the last sighting)
-    assert not d.is_duplicate("k4", None, 9.1) and not d.is_duplicate(
-        "k5", None, 9.2
-    )  # unreadables: by key only
+
+    def seen(key, value, now):
+        dup = d.check(key, value, now)
+        d.remember(key, value, now)
+        return dup
+
+    assert not seen("k1", "沪A12345", 0.0)
+    assert seen("k1", "沪A12345", 100.0)  # a re-post of the same event: always
+    assert seen("k2", "沪A12345", 103.0)  # same plate inside the window
+    assert not seen("k3", "沪A12345", 109.0)  # outside the window (counted from the last sighting)
+    assert not seen("k4", None, 109.1) and not seen("k5", None, 109.2)  # unreadables: by key only
+    assert not d.check("k6", "沪B11111", 0.0) and not d.check("k6", "沪B11111", 0.0)  # check alone records nothing
 
 
 # ------------------------------------------------------------------ fuzzing
