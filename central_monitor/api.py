@@ -24,12 +24,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from efence.contract import (
+    AGENT_AUTH_SCHEME,
     CommandAction,
     OperatorCommand,
     RecordKind,
     RecordPage,
     Topics,
     sign_command,
+    verify_agent_http_auth,
 )
 
 from .alarms import CATALOGUE
@@ -91,9 +93,10 @@ class UserBody(BaseModel):
 class AuthMiddleware:
     """Resolves the token on every request; refuses anything but the public paths without one."""
 
-    def __init__(self, app: Any, store: HubStore) -> None:
+    def __init__(self, app: Any, store: HubStore, key_for: KeyLookup | None = None) -> None:
         self.app = app
         self.store = store
+        self.key_for = key_for
         self._cache: dict[str, tuple[AuthUser | None, float]] = {}
 
     async def _user(self, token: str) -> AuthUser | None:
@@ -107,6 +110,16 @@ class AuthMiddleware:
         self._cache[token] = (user, now + 5.0)  # a revoked token or changed role takes effect within 5 s
         return user
 
+    def _agent(self, cred: str, scope: dict[str, Any]) -> AuthUser | None:
+        """An edge agent signing with its checkpoint key may read its own zone's records, nothing else."""
+        agent_id = verify_agent_http_auth(cred, self.key_for, scope["method"], scope["path"])
+        if agent_id is None or scope["method"] != "GET":
+            return None
+        zone = agent_id.split("/", 1)[0]
+        if scope["path"] != f"/api/records/{zone}":
+            return None
+        return AuthUser(f"agent:{agent_id}", Role.VIEWER)
+
     async def __call__(
         self,
         scope: dict[str, Any],
@@ -118,22 +131,28 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         token = None
+        agent_cred = None
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].decode("latin-1").strip()
+            elif name == b"authorization" and value.startswith(AGENT_AUTH_SCHEME.encode()):
+                agent_cred = value.decode("latin-1")
             elif name == b"cookie" and token is None:
                 for part in value.decode("latin-1").split(";"):
                     k, _, v = part.strip().partition("=")
                     if k == COOKIE and v:
                         token = v
         user = await self._user(token) if token else None
+        if user is None and agent_cred and self.key_for is not None:
+            user = self._agent(agent_cred, scope)
         scope.setdefault("state", {})["user"] = user
         scope["state"]["token"] = token
         if user is None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
             if path == "/" or path.endswith(".html"):
                 resp: Response = RedirectResponse("/login.html", status_code=303)
             else:
-                resp = JSONResponse({"detail": "authentication required"}, status_code=401,
+                resp = JSONResponse({"detail": "authentication required: Authorization: Bearer <token from POST /api/login>"
+                                     " (edge agents: efence.contract.agent_http_auth)"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
             await resp(scope, receive, send)
             return
@@ -186,7 +205,7 @@ def create_app(
         docs_url="/api/docs",
         redoc_url=None,
     )
-    app.add_middleware(AuthMiddleware, store=store)
+    app.add_middleware(AuthMiddleware, store=store, key_for=key_for)
     app.state.store = store
     app.state.ingest = ingest
     app.state.live = live

@@ -31,12 +31,14 @@ class RowError:
     field: str
     expected: str
     got: str = ""
+    kind: str = ""  # set when one import carries several kinds
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"row {self.row}, field {self.field}: expected {self.expected}, got {self.got!r}"
+        where = f"{self.kind} " if self.kind else ""
+        return f"{where}row {self.row}, field {self.field}: expected {self.expected}, got {self.got!r}"
 
 
 class ImportRejected(ValueError):
@@ -281,6 +283,55 @@ KINDS: dict[RecordKind, KindSpec] = {
         ),
         {"gateStatus": "0", "vrfdedMarkcd": "0"},
     ),
+    RecordKind.DRIVER_CARD: KindSpec(
+        RecordKind.DRIVER_CARD,
+        ("cardId",),
+        (
+            F("cardId", _text(64), True, "(design) Driver IC card id as read by the card reader."),
+            F("holder", _text(100), False, "(design) Driver name."),
+            F("active", _bool, False, "(design) False when revoked or lost."),
+            F("validUntil", _datetime, False, "(design) Expiry of the card."),
+        ),
+        {"active": True},
+    ),
+    RecordKind.MANIFEST: KindSpec(
+        RecordKind.MANIFEST,
+        ("billNo",),
+        (
+            F("billNo", _text(40), True, "Bill of lading number (舱单提运单号)."),
+            F("containerNo", _list, False, "Container numbers, comma-separated."),
+            F("packNo", _integer, False, "Number of packages."),
+            F("grossWt", _number, False, "Cargo gross weight, kg."),
+        ),
+        {},
+    ),
+    RecordKind.DELIVERY_ORDER: KindSpec(
+        RecordKind.DELIVERY_ORDER,
+        ("billNo",),
+        (
+            F("billNo", _text(40), True, "Bill of lading number of the delivery order (提货单)."),
+            F("containerNo", _list, False, "Container numbers, comma-separated."),
+            F("packNo", _integer, False, "Number of packages."),
+            F("grossWt", _number, False, "Cargo gross weight, kg."),
+            F("released", _bool, True, "(design) Delivery order released."),
+        ),
+        {},
+    ),
+    RecordKind.DECLARATION: KindSpec(
+        RecordKind.DECLARATION,
+        ("entryId",),
+        (
+            F("entryId", _text(30), True, "Declaration number (报关单号)."),
+            F("billNo", _text(40), False, "Bill of lading number."),
+            F("containerNo", _list, False, "Container numbers, comma-separated."),
+            F("packNo", _integer, False, "Number of packages."),
+            F("grossWt", _number, False, "Cargo gross weight, kg."),
+            F("released", _bool, True, "(design) Declaration released (放行)."),
+            F("taxPaid", _bool, False, "(design) Duties and taxes paid."),
+            F("licenceOk", _bool, False, "(design) Licence check passed."),
+        ),
+        {"taxPaid": True, "licenceOk": True},
+    ),
     RecordKind.TRADE_DOCUMENT: KindSpec(
         RecordKind.TRADE_DOCUMENT,
         ("docType", "docNo"),
@@ -310,6 +361,8 @@ _INFER_ORDER: list[tuple[str, RecordKind]] = [
     ("etpsNo", RecordKind.ENTERPRISE),
     ("instructionId", RecordKind.RISK_INSTRUCTION),
     ("docType", RecordKind.TRADE_DOCUMENT),
+    ("entryId", RecordKind.DECLARATION),
+    ("cardId", RecordKind.DRIVER_CARD),
     ("vehicleNo", RecordKind.VEHICLE),
 ]
 

@@ -744,7 +744,9 @@ class SqliteStore:
                 and rec.get("vrfdedMarkcd") in (None, "0", "1")
                 and rec.get("entryNo")
             ):
-                decl = self._record(db, zone, RecordKind.TRADE_DOCUMENT, f"declaration:{rec['entryNo']}")
+                decl = self._record(db, zone, RecordKind.DECLARATION, rec["entryNo"]) or self._record(
+                    db, zone, RecordKind.TRADE_DOCUMENT, f"declaration:{rec['entryNo']}"
+                )
                 if decl and decl.get("released") is True:
                     rec["vrfdedMarkcd"], changed = "2", True
             if changed:
@@ -1260,24 +1262,50 @@ class SqliteStore:
         progress: Callable[[int], None] | None = None,
     ) -> ImportResult:
         """Validate every row first; import all in one transaction or nothing (raises ImportRejected)."""
+        return self.import_many(zone, [(kind, rows)], actor, progress)
+
+    def import_many(
+        self,
+        zone: str,
+        groups: list[tuple[RecordKind, list[dict[str, Any]]]],
+        actor: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Several kinds at once (a trip's pass, list and declaration), still all-or-nothing."""
         if not zone or "/" in zone or "+" in zone or "#" in zone:
             raise ImportRejected([RowError(0, "zone", "a zone id without / + #", zone)])
-        valid, errors = validate_rows(kind, rows, zone)
+        checked: list[tuple[RecordKind, list[tuple[str, dict[str, Any]]]]] = []
+        errors: list[RowError] = []
+        for kind, rows in groups:
+            valid, errs = validate_rows(kind, rows, zone)
+            errors += (
+                [RowError(e.row, e.field, e.expected, e.got, kind.value) for e in errs]
+                if len(groups) > 1
+                else errs
+            )
+            checked.append((kind, valid))
         if errors:
             raise ImportRejected(errors)
         now = now_utc()
-        res = ImportResult(zone=zone, kind=kind.value, count=len(valid), head_seq=0)
+        kinds = sorted({k.value for k, _ in checked})
+        total = sum(len(v) for _, v in checked)
+        res = ImportResult(zone=zone, kind=",".join(kinds), count=total, head_seq=0)
+        done = 0
         with self._tx() as db:
-            for i, (key, rec) in enumerate(valid, start=1):
-                res.deltas.append(self._put_record(db, zone, kind, key, rec, now))
-                dest = rec.get("destZoneId") if kind is RecordKind.GATE_PASS else None
-                if dest and dest != zone:  # a transfer pass must also be known at the destination gates
-                    res.deltas.append(self._put_record(db, dest, kind, key, rec, now))
-                if progress and i % 200 == 0:
-                    progress(i)
-            if kind is RecordKind.TRADE_DOCUMENT:  # a released declaration may complete a list's deduction
+            for kind, valid in checked:
+                for key, rec in valid:
+                    res.deltas.append(self._put_record(db, zone, kind, key, rec, now))
+                    dest = rec.get("destZoneId") if kind is RecordKind.GATE_PASS else None
+                    if dest and dest != zone:  # a transfer pass must also be known at the destination gates
+                        res.deltas.append(self._put_record(db, dest, kind, key, rec, now))
+                    done += 1
+                    if progress and done % 200 == 0:
+                        progress(done)
+            for kind, valid in checked:  # a released declaration may complete a crossed list's deduction
+                if kind not in (RecordKind.TRADE_DOCUMENT, RecordKind.DECLARATION):
+                    continue
                 for _, rec in valid:
-                    if rec["docType"] == "declaration" and rec.get("released"):
+                    if rec.get("docType", "declaration") == "declaration" and rec.get("released"):
                         for (list_no,) in db.execute(
                             "SELECT key FROM records WHERE zone=? AND kind=? AND json_extract(record, '$.entryNo')=?",
                             (zone, RecordKind.LEDGER_LIST, rec["entryId"]),
@@ -1285,11 +1313,18 @@ class SqliteStore:
                             tmp = IngestResult()
                             self._roll_up_list(db, list_no, now, tmp)
                             res.deltas += tmp.deltas
-            self._audit(db, actor, "records.import", f"{zone}/{kind.value}", {"count": len(valid)}, now)
+            self._audit(
+                db,
+                actor,
+                "records.import",
+                zone,
+                {"kinds": {k.value: len(v) for k, v in checked}, "count": total},
+                now,
+            )
             head = db.execute("SELECT head_seq FROM record_heads WHERE zone=?", (zone,)).fetchone()
             res.head_seq = head[0] if head else 0
         if progress:
-            progress(len(valid))
+            progress(total)
         return res
 
     def records_page(self, zone: str, after: int = 0, limit: int = 5000) -> RecordPage:

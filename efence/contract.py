@@ -457,3 +457,43 @@ class CommandResult(Message):
     code: str = ""
     detail: str = ""
     at: datetime = Field(default_factory=utcnow)
+
+
+# --------------------------------------------------------------------------- agent → hub HTTP auth
+AGENT_AUTH_SCHEME = "EfenceAgent"
+
+
+def agent_http_auth(agent_id: str, key: bytes, method: str, path: str, now: datetime | None = None) -> str:
+    """`Authorization` header value an agent sends to the hub's HTTP API (e.g. the records pull).
+
+    `EfenceAgent <agent_id>:<unix seconds>:<hex HMAC-SHA256(key, "METHOD path agent_id ts")>`, signed with
+    the checkpoint's command key, so agents need no password and the hub no extra secret. `path` is the
+    URL path without the query string, e.g. `/api/records/yangshan-port`.
+    """
+    ts = int((now or utcnow()).timestamp())
+    msg = f"{method.upper()} {path} {agent_id} {ts}".encode()
+    return f"{AGENT_AUTH_SCHEME} {agent_id}:{ts}:{hmac.new(key, msg, hashlib.sha256).hexdigest()}"
+
+
+def verify_agent_http_auth(
+    value: str, key_for: Any, method: str, path: str, now: datetime | None = None, max_skew_s: float = 300.0
+) -> str | None:
+    """The agent id if `value` is a valid `agent_http_auth` header for this request; None otherwise.
+
+    `key_for(agent_id) -> bytes | None` looks up the checkpoint key.
+    """
+    scheme, _, cred = value.partition(" ")
+    if scheme != AGENT_AUTH_SCHEME:
+        return None
+    try:
+        agent_id, ts_text, sig = cred.strip().rsplit(":", 2)
+        ts = int(ts_text)
+    except ValueError:
+        return None
+    if abs((now or utcnow()).timestamp() - ts) > max_skew_s:
+        return None
+    key = key_for(agent_id)
+    if not key:
+        return None
+    msg = f"{method.upper()} {path} {agent_id} {ts}".encode()
+    return agent_id if hmac.compare_digest(hmac.new(key, msg, hashlib.sha256).hexdigest(), sig) else None
