@@ -235,7 +235,9 @@ def test_deduper():
     assert seen("k2", "沪A12345", 103.0)  # same plate inside the window
     assert not seen("k3", "沪A12345", 109.0)  # outside the window (counted from the last sighting)
     assert not seen("k4", None, 109.1) and not seen("k5", None, 109.2)  # unreadables: by key only
-    assert not d.check("k6", "沪B11111", 0.0) and not d.check("k6", "沪B11111", 0.0)  # check alone records nothing
+    assert not d.check("k6", "沪B11111", 0.0) and not d.check(
+        "k6", "沪B11111", 0.0
+    )  # check alone records nothing
 
 
 # ------------------------------------------------------------------ fuzzing
