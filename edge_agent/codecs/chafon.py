@@ -133,6 +133,15 @@ class ChafonDecoder:
     def reset(self) -> None:
         self._buf.clear()
 
+    def _complete_frame_after(self, buf: bytearray) -> int | None:
+        for i in range(1, len(buf) - self._min_len):
+            n = buf[i]
+            if n >= self._min_len and i + n + 1 <= len(buf):
+                raw = buf[i : i + n + 1]
+                if crc16_mcrf4xx(raw[:-2]) == raw[-2] | (raw[-1] << 8):
+                    return i
+        return None
+
     def feed(self, data: bytes) -> list[ChafonResponse | ChafonCommand | FrameError]:
         buf = self._buf
         buf += data
@@ -144,7 +153,14 @@ class ChafonDecoder:
                 junk.append(buf.pop(0))
                 continue
             if len(buf) < n + 1:
-                break
+                # Maybe a garbage byte posing as a long length: skip to a complete, CRC-valid frame
+                # further on if there is one, rather than stalling until `n` more bytes arrive.
+                later = self._complete_frame_after(buf)
+                if later is None:
+                    break
+                junk += buf[:later]
+                del buf[:later]
+                continue
             raw = bytes(buf[: n + 1])
             if crc16_mcrf4xx(raw[:-2]) != raw[-2] | (raw[-1] << 8):
                 junk.append(buf.pop(0))
