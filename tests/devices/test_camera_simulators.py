@@ -182,3 +182,11 @@ async def test_frigate_lpr_over_real_mosquitto():
         await other.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_standalone_camera_pushes_its_own_trucks(agent):
+    sim, drivers, events = agent
+    cam = sim("hik", None, delay_s=0.05)  # no scene: its own trucks, the first after about 1 s
+    await cam.start()
+    await wait_for(lambda: plates(events), timeout=4)
+    assert plates(events)[0].plate is not None and cam.statuses == [200]

@@ -245,3 +245,24 @@ async def test_unknown_command_and_registry(rig_factory):
     with pytest.raises(CommandNotSupported):
         await rig.driver.command(Beep())
     assert registry._DRIVERS["io_board"] is IoBoardDriver  # registered under its config type
+
+
+async def test_standalone_simulator_runs_its_own_trucks():
+    config = standalone_config(output_mode="command_register", framer="rtu")
+    sim = IoBoardSimulator(config)  # no scene: its own, with a truck every 20 s (the first after 1 s)
+    port = await sim.start()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, framer=FramerType.RTU, retries=0)
+    await client.connect()
+    try:
+        deadline = time.monotonic() + 4
+        while not (await client.read_discrete_inputs(0, count=5, device_id=1)).bits[0]:
+            assert time.monotonic() < deadline, "no truck on the arming loop"
+            await asyncio.sleep(0.05)
+        assert sim.scene.vehicle is not None and sim.scene.vehicle.containers[0] is not None
+        # an R421A08-style board answers FC03 with relay states and refuses coil writes
+        assert (await client.write_register(1, 0x0100, device_id=1)).isError() is False
+        assert (await client.read_holding_registers(0, count=5, device_id=1)).registers[1] == 1
+        assert (await client.write_coil(0, True, device_id=1)).isError()
+    finally:
+        client.close()
+        await sim.stop()
