@@ -120,6 +120,8 @@ class ContainerCameraDriver(Driver):
 
     def handle_push(self, path: str, content_type: str, body: bytes) -> PushReply:
         """Parse, emit (store first), answer."""
+        if not self.health.enabled:  # switched off by the operator: answered, never emitted
+            return PushReply.json(200, {"ok": True, "number": None, "result": "disabled"})
         result = parse_container_push(body)
         if isinstance(result, ContainerRead) and result.position not in (None, self.config.position):
             result = PushRejected(

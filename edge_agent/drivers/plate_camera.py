@@ -446,6 +446,9 @@ class PlateCameraDriver(Driver):
     def accept(self, result: ParseResult) -> str:
         """Count, normalise, de-duplicate and emit one parse result; returns what happened."""
         now = self.clock()
+        if not self.health.enabled:  # switched off by the operator: answered, never emitted
+            self.counters["ignored"] += 1
+            return "disabled"
         if isinstance(result, PushRejected):
             self.health.failed(result.reason, bad_frame=True)
             self.log.warning("plate camera %s: rejected push: %s", self.config.id, result.reason)

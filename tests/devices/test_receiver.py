@@ -219,3 +219,17 @@ async def test_receiver_over_real_socket(lane):
     finally:
         await receiver.stop()
     assert len(events) == 1
+
+
+async def test_disabled_camera_is_answered_but_not_emitted(lane):
+    receiver, drivers, events, client = lane
+    drivers["hik"].health.enabled = False
+    drivers["front"].health.enabled = False
+    ctype, body, _ = hik_push()
+    r = await client.post("/isapi/gate/in-1", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 200 and r.json() == {"result": "disabled"}
+    r = await client.post(
+        "/containers/in-1/front", content=container_push_json("CSQU3054383", 0.9, position="front")
+    )
+    assert r.status_code == 200 and r.json()["result"] == "disabled"
+    assert events == []
