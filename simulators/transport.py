@@ -221,6 +221,15 @@ class SerialDeviceSimulator(ABC):
         self._tasks: set[asyncio.Task] = set()
         self.sessions = 0
 
+    def use_fast_truck_stream(self, *, hold_s: float = 1.0, gap_s: float = 1.0) -> None:
+        """Standalone simulators only: a short truck cycle (about 6 s) for tests and quick demos."""
+        if self.truck_stream is None:
+            raise RuntimeError("this simulator renders a shared scene; its owner sets the pace")
+        self.scene = fast_scene(zero_drift_kg_per_h=self.faults.drift_kg_per_h)
+        self.truck_stream = TruckStream(
+            self.scene, never_settle=self.faults.never_settle, hold_s=hold_s, gap_s=gap_s
+        )
+
     # --- to implement
     @abstractmethod
     async def session(self, channel: Channel) -> None:

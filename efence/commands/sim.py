@@ -102,11 +102,8 @@ def _link(baud: int, framing: str) -> SerialLink:
 
 
 def _own_scene(sim: SerialDeviceSimulator, fast: bool) -> None:
-    """Swap the simulator's private scene for a fast one, keeping its faults."""
-    if fast and sim.truck_stream is not None:
-        scene = fast_scene(zero_drift_kg_per_h=sim.faults.drift_kg_per_h)
-        sim.scene = scene
-        sim.truck_stream = TruckStream(scene, never_settle=sim.faults.never_settle, hold_s=1.0, gap_s=1.0)
+    if fast:
+        sim.use_fast_truck_stream()
 
 
 async def _serve_one(sim: SerialDeviceSimulator, pty: bool, tcp: int | None, host: str, what: str) -> None:
