@@ -268,7 +268,8 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
                     kind="gate_exception",
                     subject=f"{env.agent_id}/{tid}",
                     message=f"{verdict} {' '.join(reasons)} plate {p.get('plate') or '?'}",
-                    severity="warning" if verdict != "HOLD_INSPECTION" else "info",
+                    # a refusal is a warning; a hold is routine lane work the lane card already shows
+                    severity="warning" if verdict == "REFUSE" else "info",
                     details={"transaction_id": tid, "verdict": verdict, "reasons": reasons},
                 )
             )

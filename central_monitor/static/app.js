@@ -1,0 +1,450 @@
+// efence monitoring wall. Plain JS, no build step: loads the lists once, then follows the hub's
+// Server-Sent Events (/api/stream) and refreshes everything on (re)connect or when told to resync.
+"use strict";
+
+const ZONES = {
+  "waigaoqiao-ftz": { zh: "外高桥保税区", en: "Waigaoqiao FTZ",
+    fence: "M40,60 L190,30 L350,50 L380,150 L330,230 L150,240 L50,200 Z" },
+  "waigaoqiao-park": { zh: "外高桥保税物流园区", en: "Waigaoqiao Logistics Park",
+    fence: "M60,50 L340,45 L360,210 L70,225 Z" },
+  "yangshan-port": { zh: "洋山保税港区", en: "Yangshan Port Area",
+    fence: "M30,140 L110,50 L260,40 L380,90 L360,200 L200,235 L70,220 Z" },
+  "pudong-airport": { zh: "浦东机场综合保税区", en: "Pudong Airport CBZ",
+    fence: "M50,70 L220,40 L370,80 L350,200 L230,235 L60,210 Z" },
+};
+const GENERIC_FENCE = "M50,50 L350,50 L350,220 L50,220 Z";
+const VERDICT = {
+  RELEASE: { zh: "放行", en: "Release", color: "#2ecc71" },
+  HOLD_MANUAL: { zh: "人工处理", en: "Manual", color: "#f5b700" },
+  HOLD_INSPECTION: { zh: "查验", en: "Inspect", color: "#ff8c1a" },
+  REFUSE: { zh: "禁止放行", en: "Refuse", color: "#ff4d4f" },
+};
+const ZONE_COLORS = ["#3ba7ff", "#2ecc71", "#f5b700", "#c77dff", "#ff8c1a", "#17c3b2"];
+const ROLE_RANK = { viewer: 1, operator: 2, supervisor: 3, admin: 4 };
+const TZ = "Asia/Shanghai";
+
+const state = {
+  me: null, lanes: new Map(), agents: new Map(), alarms: new Map(), tx: new Map(), txOrder: [],
+  devices: [], kpis: null, sound: true, live: false, searching: false,
+};
+
+const $ = (id) => document.getElementById(id);
+function esc(v) {
+  return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function hhmmss(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
+}
+function ago(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (s < 60) return `${Math.round(s)} 秒前`;
+  if (s < 3600) return `${Math.round(s / 60)} 分前`;
+  return `${Math.round(s / 3600)} 时前`;
+}
+function zoneName(z) { return ZONES[z] ? ZONES[z].zh : z; }
+function plateHtml(plate) {
+  if (!plate) return `<span class="plate none">无车牌 no plate</span>`;
+  return `<span class="plate">${esc(plate)}</span>`;
+}
+function badge(verdict, short = false) {
+  const v = VERDICT[verdict];
+  if (!v) return `<span class="muted">–</span>`;
+  return `<span class="badge ${esc(verdict)}" title="${esc(v.zh)} ${esc(v.en)}">${v.zh}${short ? "" : ` ${v.en}`}</span>`;
+}
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { credentials: "same-origin", ...opts,
+    headers: { "Content-Type": "application/json", ...(opts.headers || {}) } });
+  if (r.status === 401) { location.href = "/login.html"; throw new Error("unauthenticated"); }
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+    throw new Error(`${r.status}: ${detail}`);
+  }
+  return r.json();
+}
+function can(role) { return state.me && ROLE_RANK[state.me.role] >= ROLE_RANK[role]; }
+
+// ------------------------------------------------------------------ loading
+async function loadAll() {
+  const [lanes, agents, alarms, txs, devices] = await Promise.all([
+    api("/api/lanes"), api("/api/agents"), api("/api/alarms?limit=150"),
+    state.searching ? Promise.resolve(null) : api("/api/transactions?limit=60"), api("/api/devices"),
+  ]);
+  state.lanes = new Map(lanes.map((l) => [`${l.agent_id}/${l.lane}`, l]));
+  state.agents = new Map(agents.map((a) => [a.agent_id, a]));
+  state.alarms = new Map(alarms.map((a) => [a.id, a]));
+  if (txs) { state.tx = new Map(txs.map((t) => [t.transaction_id, t])); state.txOrder = txs.map((t) => t.transaction_id); }
+  state.devices = devices;
+  renderAll();
+  loadKpis();
+}
+async function loadKpis() {
+  try { state.kpis = await api("/api/kpis?hours=1"); renderKpis(); renderCharts(); renderMap(); } catch (e) { console.warn(e); }
+}
+let kpiTimer = null;
+function kpisSoon() { clearTimeout(kpiTimer); kpiTimer = setTimeout(loadKpis, 2000); }
+let listsTimer = null;
+function listsSoon() {
+  clearTimeout(listsTimer);
+  listsTimer = setTimeout(async () => {
+    const [lanes, agents, devices] = await Promise.all([api("/api/lanes"), api("/api/agents"), api("/api/devices")]);
+    state.lanes = new Map(lanes.map((l) => [`${l.agent_id}/${l.lane}`, l]));
+    state.agents = new Map(agents.map((a) => [a.agent_id, a]));
+    state.devices = devices;
+    renderLanes(); renderMap(); renderDevices(); renderKpis();
+  }, 400);
+}
+
+// ------------------------------------------------------------------ rendering
+function renderAll() { renderMap(); renderLanes(); renderAlarms(); renderFeed(); renderDevices(); renderKpis(); renderCharts(); }
+
+function zonesShown() {
+  const ids = Object.keys(ZONES);
+  for (const l of state.lanes.values()) if (!ids.includes(l.zone)) ids.push(l.zone);
+  for (const a of state.agents.values()) if (!ids.includes(a.zone)) ids.push(a.zone);
+  return ids;
+}
+
+function renderMap() {
+  const host = $("zone-map");
+  const ringing = [...state.alarms.values()].filter((a) => a.ringing);
+  const perZone = (state.kpis && state.kpis.vehicles_per_hour_by_zone) || {};
+  host.innerHTML = "";
+  for (const zone of zonesShown()) {
+    const z = ZONES[zone] || { zh: zone, en: "", fence: GENERIC_FENCE };
+    const agents = [...state.agents.values()].filter((a) => a.zone === zone);
+    const lanes = [...state.lanes.values()].filter((l) => l.zone === zone);
+    const checkpoints = [...new Set([...agents.map((a) => a.agent_id), ...lanes.map((l) => l.agent_id)])].sort();
+    const zoneAlarms = ringing.filter((a) => a.zone === zone);
+    const fenceAlarm = zoneAlarms.some((a) => a.kind.startsWith("perimeter") || a.severity === "critical");
+    const div = document.createElement("div");
+    div.className = "zone" + (fenceAlarm ? " alarm" : "");
+    div.dataset.zone = zone;
+    const svgNS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(svgNS, "svg");
+    svg.setAttribute("viewBox", "0 0 400 260");
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    const path = document.createElementNS(svgNS, "path");
+    path.setAttribute("d", z.fence);
+    path.setAttribute("class", "fence");
+    svg.appendChild(path);
+    div.appendChild(svg);
+    host.appendChild(div);
+    const total = path.getTotalLength();
+    checkpoints.forEach((agentId, i) => {
+      const p = path.getPointAtLength((total * (i + 0.5)) / Math.max(1, checkpoints.length));
+      const a = state.agents.get(agentId);
+      const cls = !a ? "unknown" : a.online ? (a.stale ? "unknown" : "online") : "offline";
+      const g = document.createElementNS(svgNS, "g");
+      const node = document.createElementNS(svgNS, "circle");
+      node.setAttribute("cx", p.x); node.setAttribute("cy", p.y); node.setAttribute("r", 9);
+      node.setAttribute("class", `cp-node ${cls}`);
+      g.appendChild(node);
+      const myLanes = lanes.filter((l) => l.agent_id === agentId);
+      const inward = p.x < 200 ? 1 : -1;
+      myLanes.forEach((l, j) => {
+        const r = document.createElementNS(svgNS, "rect");
+        const x = p.x + inward * (16 + j * 17) - (inward < 0 ? 14 : 0);
+        r.setAttribute("x", x); r.setAttribute("y", p.y - 7); r.setAttribute("width", 14); r.setAttribute("height", 14); r.setAttribute("rx", 3);
+        r.setAttribute("fill", l.agent_online === false ? "#5b6776" : (VERDICT[l.last_verdict] || { color: "#2a3a4d" }).color);
+        const t = document.createElementNS(svgNS, "title");
+        t.textContent = `${l.name || l.lane} ${l.last_plate || ""} ${l.last_verdict || ""}`;
+        r.appendChild(t);
+        g.appendChild(r);
+      });
+      const label = document.createElementNS(svgNS, "text");
+      label.setAttribute("x", p.x); label.setAttribute("y", p.y + (p.y > 130 ? 26 : -16));
+      label.setAttribute("text-anchor", "middle"); label.setAttribute("class", "cp-label");
+      label.textContent = (a && a.name) || agentId.split("/")[1];
+      g.appendChild(label);
+      svg.appendChild(g);
+    });
+    const title = document.createElement("div");
+    title.className = "zone-title";
+    title.innerHTML = `${esc(z.zh)}<span class="en">${esc(z.en)}</span>`;
+    div.appendChild(title);
+    const online = agents.filter((a) => a.online).length;
+    const stats = document.createElement("div");
+    stats.className = "zone-stats";
+    stats.innerHTML = `<b>${esc(perZone[zone] ?? 0)}</b> 辆/时<br>${online}/${checkpoints.length} 卡口在线` +
+      (zoneAlarms.length ? `<br><span style="color:var(--critical)">${zoneAlarms.length} 报警</span>` : "");
+    div.appendChild(stats);
+  }
+}
+
+function laneCard(l) {
+  const key = `${l.agent_id}/${l.lane}`;
+  const held = l.last_verdict && l.last_verdict !== "RELEASE" && !l.last_closed_at;
+  const a = state.agents.get(l.agent_id);
+  const dir = l.direction === "E" ? "出 E" : "进 I";
+  const actions = held && can("operator") ? `<div class="lane-actions">
+      <button class="ok" data-act="manual_release" data-lane="${esc(key)}" title="Manual release">放行 Release</button>
+      <button class="warnbtn" data-act="escalate" data-lane="${esc(key)}" title="Divert to inspection">查验 Divert</button>
+      <button class="ghost" data-act="regather" data-lane="${esc(key)}" title="Re-gather reads">重采</button></div>` : "";
+  return `<div class="lane v-${esc(l.last_verdict || "none")}${l.agent_online === false ? " offline" : ""}" data-lane="${esc(key)}">
+    <div class="lane-head"><span><b>${esc((a && a.name) || l.checkpoint)}</b> · ${esc(l.name || l.lane)}</span><span>${dir} · ${l.line === "first" ? "一线" : "二线"}</span></div>
+    <div class="lane-main"><span class="light ${esc(l.light || "")}" title="light ${esc(l.light)}"></span>${l.last_transaction_id ? `${plateHtml(l.last_plate)} ${badge(l.last_verdict, true)}` : `<span class="muted">空闲 idle · ${esc(l.state || "")}</span>`}</div>
+    <div class="lane-foot"><span class="reasons">${esc((l.last_reasons || []).join(" "))}</span>
+      <span class="barrier">${l.locked ? "<b class=\"locked\">锁定 locked</b> " : ""}道闸 ${esc(l.barrier || "?")} · ${esc(ago(l.last_decided_at))}</span></div>
+    ${actions}</div>`;
+}
+
+function renderLanes() {
+  const lanes = [...state.lanes.values()].sort((a, b) =>
+    (zonesShown().indexOf(a.zone) - zonesShown().indexOf(b.zone)) || a.agent_id.localeCompare(b.agent_id) || a.lane.localeCompare(b.lane));
+  $("lanes").innerHTML = lanes.length ? lanes.map(laneCard).join("") : `<p class="muted">等待卡口上线 · waiting for checkpoints…</p>`;
+}
+
+function renderAlarms() {
+  const list = [...state.alarms.values()].sort((a, b) =>
+    (b.ringing - a.ringing) || (sevRank(b.severity) - sevRank(a.severity)) || (b.id - a.id)).slice(0, 120);
+  const ringing = list.filter((a) => a.ringing).length;
+  const count = $("alarm-count");
+  count.textContent = ringing;
+  count.className = "count" + (ringing ? "" : " zero");
+  $("alarms").innerHTML = list.map((a) => `<li class="alarm-item ${esc(a.severity)} ${a.ringing ? "ringing" : "acked"}" data-alarm="${a.id}">
+      <div class="alarm-top"><span class="alarm-kind">${esc(a.label_zh)} <span class="en">${esc(a.label_en)}</span></span>
+        <span class="sev ${esc(a.severity)}">${esc(a.severity)}</span></div>
+      <div class="alarm-where">${esc(zoneName(a.zone))} ${esc(a.checkpoint || "")} ${esc(a.lane || "")} · ${hhmmss(a.raised_at)}${a.count > 1 ? ` · ×${a.count}` : ""}${a.cleared_at ? " · 已恢复 cleared" : ""}</div>
+      <div class="alarm-msg">${esc(a.message)}</div>
+      ${a.ringing ? `<div class="alarm-action">${esc(a.action)}</div>` : `<div class="acked-by">已确认 acked: ${esc(a.acked_by)} ${hhmmss(a.acked_at)} ${esc(a.ack_note || "")}</div>`}
+      ${a.ringing && can("operator") ? `<div><button class="ack-btn" data-ack="${a.id}">确认 Acknowledge</button></div>` : ""}
+    </li>`).join("") || `<li class="muted">无报警 · no alarms</li>`;
+}
+function sevRank(s) { return s === "critical" ? 2 : s === "warning" ? 1 : 0; }
+
+function txRow(t, isNew) {
+  return `<tr data-tx="${esc(t.transaction_id)}" class="${isNew ? "new" : ""}">
+    <td>${hhmmss(t.decided_at || t.closed_at)}</td>
+    <td>${esc(zoneName(t.zone))} ${esc(t.checkpoint)} · ${esc(t.lane || "")}</td>
+    <td>${t.plate ? `<span class="plate">${esc(t.plate)}</span>` : "–"}</td>
+    <td>${esc(t.pass_no || "–")}</td>
+    <td>${badge(t.verdict)}${t.manual ? ` <span class="tag" title="manual decision">人工</span>` : ""}${t.offline ? ` <span class="tag" title="decided offline">离线</span>` : ""}</td>
+    <td>${esc((t.reasons || []).join(" "))}${t.closed_at ? "" : ` <span class="inlane" title="vehicle still in the lane">在道</span>`}</td></tr>`;
+}
+function renderFeed(newId) {
+  $("feed").innerHTML = state.txOrder.slice(0, 80).map((id) => txRow(state.tx.get(id), id === newId)).join("");
+}
+
+function renderKpis() {
+  const k = state.kpis;
+  if (k) {
+    $("kpi-vph").textContent = k.vehicles_per_hour ?? "–";
+    $("kpi-auto").textContent = k.auto_release_ratio == null ? "–" : `${Math.round(k.auto_release_ratio * 100)}%`;
+    $("kpi-gate").textContent = k.median_gate_time_s == null ? "–" : `${k.median_gate_time_s.toFixed(1)} s`;
+  }
+  const agents = [...state.agents.values()];
+  $("kpi-agents").textContent = `${agents.filter((a) => a.online).length}/${agents.length}`;
+  const devs = state.devices.filter((d) => d.enabled);
+  $("kpi-devices").textContent = `${devs.filter((d) => d.effective === "up").length}/${devs.length}`;
+}
+
+function renderCharts() {
+  const k = state.kpis;
+  const svg = $("chart-hourly");
+  if (!k) return;
+  const series = k.hourly_by_zone.counts;
+  const zones = Object.keys(series);
+  const max = Math.max(1, ...zones.flatMap((z) => series[z]));
+  let out = "";
+  for (let i = 0; i <= 4; i++) out += `<line x1="0" x2="420" y1="${10 + i * 25}" y2="${10 + i * 25}" stroke="#1c2938" stroke-width="1"/>`;
+  zones.forEach((z, zi) => {
+    const pts = series[z].map((v, i) => `${(i * 420) / 11},${110 - (v / max) * 100}`).join(" ");
+    out += `<polyline points="${pts}" fill="none" stroke="${ZONE_COLORS[zi % ZONE_COLORS.length]}" stroke-width="2.5"/>`;
+  });
+  svg.innerHTML = out;
+  $("chart-legend").innerHTML = zones.map((z, zi) =>
+    `<span><i style="background:${ZONE_COLORS[zi % ZONE_COLORS.length]}"></i>${esc(zoneName(z))}</span>`).join("") +
+    `<span class="muted">峰值 max ${max}/h</span>`;
+  const reasons = Object.entries(k.inspections_by_reason || {});
+  const rmax = Math.max(1, ...reasons.map(([, n]) => n));
+  const NAMES = { I1: "布控 risk", I2: "随机 random", I3: "重量 weight", I4: "关锁 seal", I5: "升级 escalated" };
+  $("chart-reasons").innerHTML = reasons.length ? reasons.map(([code, n]) =>
+    `<div class="bar"><span class="code" title="${esc(NAMES[code] || code)}">${esc(code)}</span><span><span class="fill" style="width:${(n / rmax) * 100}%"></span></span><span>${n}</span></div>`).join("")
+    : `<span class="muted">本小时无查验 · no inspections this hour</span>`;
+}
+
+function renderDevices() {
+  const byZone = new Map();
+  for (const d of state.devices) {
+    const z = byZone.get(d.zone) || { up: 0, total: 0 };
+    z.total += 1; if (d.effective === "up") z.up += 1;
+    byZone.set(d.zone, z);
+  }
+  const down = state.devices.filter((d) => d.effective === "down");
+  $("devices").innerHTML = [...byZone.entries()].map(([z, c]) =>
+    `<div class="dev-zone"><span>${esc(zoneName(z))}</span><b style="color:${c.up === c.total ? "var(--release)" : "var(--manual)"}">${c.up}/${c.total}</b></div>`).join("") +
+    down.slice(0, 8).map((d) => `<div class="dev-down">离线 down: ${esc(d.checkpoint)} ${esc(d.lane || "")} ${esc(d.device_id)} ${esc(d.last_error || "")}</div>`).join("") ||
+    `<span class="muted">尚无设备 · no devices yet</span>`;
+}
+
+// ------------------------------------------------------------------ live
+function connectLive() {
+  const es = new EventSource("/api/stream");
+  es.addEventListener("hello", () => { setLive(true); loadAll().catch(console.warn); });
+  es.addEventListener("transaction", (ev) => {
+    const t = JSON.parse(ev.data);
+    const isNew = !state.tx.has(t.transaction_id);
+    if (!state.searching) {
+      state.tx.set(t.transaction_id, t);
+      if (isNew) state.txOrder.unshift(t.transaction_id);
+      if (state.txOrder.length > 200) state.tx.delete(state.txOrder.pop());
+      renderFeed(isNew ? t.transaction_id : null);
+    }
+    const key = `${t.agent_id}/${t.lane}`;
+    const lane = state.lanes.get(key);
+    if (lane) {
+      Object.assign(lane, { last_transaction_id: t.transaction_id, last_plate: t.plate ?? lane.last_plate,
+        last_verdict: t.verdict, last_reasons: t.reasons, last_decided_at: t.decided_at, last_closed_at: t.closed_at });
+      renderLanes();
+      const card = document.querySelector(`.lane[data-lane="${CSS.escape(key)}"]`);
+      if (card) card.classList.add("flash");
+    } else listsSoon();
+    kpisSoon();
+  });
+  es.addEventListener("alarm", (ev) => {
+    const a = JSON.parse(ev.data);
+    state.alarms.set(a.id, a);
+    renderAlarms(); renderMap();
+  });
+  for (const kind of ["lane", "agent", "device"]) es.addEventListener(kind, listsSoon);
+  es.addEventListener("resync", () => loadAll().catch(console.warn));
+  es.onerror = () => setLive(false);
+}
+function setLive(on) {
+  state.live = on;
+  $("live-dot").className = "dot" + (on ? "" : " off");
+  $("live-text").textContent = on ? "实时 Live" : "重连中 Reconnecting";
+}
+
+// ------------------------------------------------------------------ actions
+let ackId = null;
+document.addEventListener("click", async (ev) => {
+  const ackBtn = ev.target.closest("[data-ack]");
+  if (ackBtn) {
+    ackId = Number(ackBtn.dataset.ack);
+    const a = state.alarms.get(ackId);
+    $("ack-text").textContent = `${a.label_zh} ${a.label_en} — ${a.message}`;
+    $("ack-note").value = "";
+    $("ack-dialog").showModal();
+    return;
+  }
+  const act = ev.target.closest("[data-act]");
+  if (act) { openCommand(act.dataset.act, act.dataset.lane); return; }
+  const row = ev.target.closest("tr[data-tx]");
+  if (row) showTx(row.dataset.tx);
+});
+$("ack-confirm").addEventListener("click", async (ev) => {
+  ev.preventDefault();
+  try {
+    const a = await api(`/api/alarms/${ackId}/ack`, { method: "POST", body: JSON.stringify({ note: $("ack-note").value }) });
+    state.alarms.set(a.id, a);
+    renderAlarms(); renderMap();
+    $("ack-dialog").close();
+  } catch (e) { alert(e.message); }
+});
+
+let pendingCmd = null;
+const CMD_TITLE = { manual_release: "人工放行 Manual release", escalate: "转查验 Divert to inspection", regather: "重新采集 Re-gather" };
+function openCommand(action, laneKey) {
+  const l = state.lanes.get(laneKey);
+  if (!l) return;
+  pendingCmd = { action, lane: l };
+  $("cmd-title").textContent = CMD_TITLE[action] || action;
+  $("cmd-text").textContent = `${zoneName(l.zone)} ${l.checkpoint} ${l.name || l.lane} · ${l.last_plate || ""} · ${(l.last_reasons || []).join(" ")}`;
+  $("cmd-reason").value = "";
+  $("cmd-error").hidden = true;
+  const needsSecond = action === "manual_release" && (l.last_reasons || []).some((r) => r === "I1" || r === "I2");
+  $("cmd-second").hidden = !needsSecond;
+  $("cmd-dialog").showModal();
+}
+$("cmd-confirm").addEventListener("click", async (ev) => {
+  ev.preventDefault();
+  const { action, lane } = pendingCmd;
+  const body = { agent_id: lane.agent_id, lane: lane.lane, action, reason_code: $("cmd-code").value,
+    reason_text: $("cmd-reason").value, transaction_id: lane.last_transaction_id };
+  if (!$("cmd-second").hidden) { body.second_username = $("cmd-second-user").value; body.second_password = $("cmd-second-pass").value; }
+  try {
+    await api("/api/commands", { method: "POST", body: JSON.stringify(body) });
+    $("cmd-dialog").close();
+  } catch (e) { $("cmd-error").textContent = e.message; $("cmd-error").hidden = false; }
+});
+
+async function showTx(id) {
+  const t = await api(`/api/transactions/${encodeURIComponent(id)}`);
+  const rows = [
+    ["车牌 Plate", t.plate], ["电子车牌 E-plate", t.e_plate], ["核放单 Pass", t.pass_no],
+    ["箱号 Containers", (t.containers || []).join(", ")], ["地磅 Gross kg", t.gross_kg], ["重量差 Weight diff kg", t.wt_error],
+    ["结果 Verdict", t.verdict], ["原因 Reasons", (t.reasons || []).join(" ")], ["人工 Manual", t.manual ? `是 ${t.operator_id || ""}` : "否"],
+    ["离线决策 Offline", t.offline ? "是 yes" : "否 no"], ["数据版本 Record version", t.record_version],
+    ["开始 Started", t.started_at], ["决策 Decided", t.decided_at], ["离开 Closed", `${t.closed_at || "–"} ${t.outcome || ""}`],
+    ["显示屏 LED", `${t.led_zh || ""} ${t.led_en || ""}`],
+  ];
+  $("tx-body").innerHTML = `<dl class="kv">${rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v ?? "–")}</dd>`).join("")}</dl>
+    <h4>证据 Evidence (${t.events.length} events)</h4>
+    <div class="events">${t.events.map((e) => esc(`#${e.seq} ${e.type} ${e.observed_at}\n${JSON.stringify(e.payload, null, 1)}`)).join("\n\n")}</div>`;
+  $("tx-dialog").showModal();
+}
+
+$("search").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const q = $("search-q").value.trim();
+  state.searching = Boolean(q);
+  let txs;
+  if (!q) txs = await api("/api/transactions?limit=60");
+  else {
+    const param = /^[A-Z]{4}\d{6,7}$/i.test(q) ? "container" : q.length >= 18 && /^[A-Z0-9]+$/i.test(q) ? "pass" : "plate";
+    txs = await api(`/api/transactions?limit=200&${param}=${encodeURIComponent(q)}`);
+  }
+  state.tx = new Map(txs.map((t) => [t.transaction_id, t]));
+  state.txOrder = txs.map((t) => t.transaction_id);
+  renderFeed();
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await api("/api/logout", { method: "POST" }); } finally { location.href = "/login.html"; }
+});
+$("sound-toggle").addEventListener("click", () => {
+  state.sound = !state.sound;
+  $("sound-toggle").textContent = state.sound ? "声音 开 Sound on" : "声音 关 Sound off";
+});
+
+// Ringing: a short two-tone beep every 3 s while a critical alarm is unacknowledged.
+let audio = null;
+function beep() {
+  if (!state.sound) return;
+  const critical = [...state.alarms.values()].some((a) => a.ringing && a.severity === "critical");
+  if (!critical) return;
+  try {
+    audio = audio || new AudioContext();
+    if (audio.state === "suspended") return;
+    for (const [i, f] of [[0, 880], [1, 660]]) {
+      const o = audio.createOscillator(); const g = audio.createGain();
+      o.frequency.value = f; g.gain.value = 0.06;
+      o.connect(g); g.connect(audio.destination);
+      o.start(audio.currentTime + i * 0.18); o.stop(audio.currentTime + i * 0.18 + 0.15);
+    }
+  } catch (e) { /* no audio device */ }
+}
+document.addEventListener("click", () => { if (audio && audio.state === "suspended") audio.resume(); });
+
+function tick() {
+  $("clock").textContent = new Date().toLocaleTimeString("zh-CN", { hour12: false, timeZone: TZ });
+}
+
+async function main() {
+  state.me = await api("/api/me");
+  $("user-name").textContent = `${state.me.username} (${state.me.role})`;
+  tick();
+  setInterval(tick, 1000);
+  setInterval(beep, 3000);
+  setInterval(loadKpis, 15000);
+  setInterval(() => loadAll().catch(console.warn), 60000);
+  setInterval(renderLanes, 10000);
+  await loadAll();
+  connectLive();
+}
+main().catch((e) => console.error(e));
