@@ -189,4 +189,5 @@ async def test_standalone_camera_pushes_its_own_trucks(agent):
     cam = sim("hik", None, delay_s=0.05)  # no scene: its own trucks, the first after about 1 s
     await cam.start()
     await wait_for(lambda: plates(events), timeout=4)
+    await wait_for(lambda: cam.statuses)  # the sighting is stored before the camera gets its answer
     assert plates(events)[0].plate is not None and cam.statuses == [200]

@@ -102,7 +102,9 @@ async def test_open_pulse_is_released_and_arm_rises(rig_factory):
     await rig.driver.command(BarrierPulse("open"))
     assert rig.sim.relays[open_ch] is False  # never latched
     assert [on for _, ch, on in rig.sim.relay_log if ch == open_ch] == [True, False]
-    assert 0.13 <= rig.sim.longest_on_s(open_ch) <= 0.5
+    assert (
+        0.13 <= rig.sim.longest_on_s(open_ch) <= 0.9
+    )  # 150 ms pulse (upper bound loose for a loaded CI box)
     # the coil reads back off over the wire, too
     client = AsyncModbusTcpClient("127.0.0.1", port=rig.sim.port, framer=FramerType.SOCKET)
     await client.connect()
@@ -131,7 +133,7 @@ async def test_command_register_board_momentary(rig_factory):
     open_ch = rig.driver.config.outputs.barrier_open
     await rig.driver.command(BarrierPulse("open"))
     assert [on for _, ch, on in rig.sim.relay_log if ch == open_ch] == [True, False]  # board released it
-    assert 0.9 <= rig.sim.longest_on_s(open_ch) <= 1.3
+    assert 0.9 <= rig.sim.longest_on_s(open_ch) <= 1.6
     await rig.until(lambda: any(a.arm_up for a in rig.arms()))
 
 
@@ -140,7 +142,7 @@ async def test_command_register_board_open_close_and_light(rig_factory):
     outs = rig.driver.config.outputs
     await rig.driver.command(BarrierPulse("open"))
     assert rig.sim.relays[outs.barrier_open] is False
-    assert 0.13 <= rig.sim.longest_on_s(outs.barrier_open) <= 0.5
+    assert 0.13 <= rig.sim.longest_on_s(outs.barrier_open) <= 0.9
     await rig.driver.command(SetLight("green"))
     assert (rig.sim.relays[outs.light_green], rig.sim.relays[outs.light_red]) == (True, False)
     await rig.driver.command(SetLight("red"))
