@@ -19,6 +19,9 @@ from firmware_configs.devices import LedBoardConfig
 
 ACK_TIMEOUT_S = 1.0
 COMMAND_WAIT_S = 3.0
+REFRESH_S = 60.0
+RETRY_S = 5.0
+"""The text is written again this often, for boards that reboot without the line dropping."""
 
 
 @dataclass(frozen=True)
@@ -109,18 +112,37 @@ class LedBoardDriver(SerialDriver):
             self.ratelog.warning(f"{self.config.id}:ack", "device %s: %s", self.config.id, reason)
         return False
 
+    async def _idle(self, reader: asyncio.StreamReader) -> None:
+        """Wait for new text, a refresh, or the line closing (raises ConnectionError on EOF)."""
+        changed = asyncio.ensure_future(self._changed.wait())
+        line = asyncio.ensure_future(reader.read(64))
+        try:
+            done, _ = await asyncio.wait(
+                {changed, line}, timeout=REFRESH_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if line in done and line.result() == b"":
+                raise ConnectionError("board closed the line")
+            if not done:
+                self._changed.set()  # periodic refresh: a board that rebooted on its own comes back blank
+        finally:
+            for task in (changed, line):
+                task.cancel()
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._changed.set()  # (re)connected: write the current text again
         if self._shown_cond is None:
             self._shown_cond = asyncio.Condition()
         while True:
-            await self._changed.wait()
+            while not self._changed.is_set():
+                await self._idle(reader)
             self._changed.clear()
             version, frames = self._version, list(self._frames)
             ok = True
             for frame in frames:
                 ok = await self._write_frame(reader, writer, frame) and ok
-            if ok and frames:
+            if not ok:  # try again soon; a new text or a reconnect also retries
+                asyncio.get_running_loop().call_later(RETRY_S, self._changed.set)
+            elif frames:
                 async with self._shown_cond:
                     self._shown = max(self._shown, version)
                     self._shown_cond.notify_all()
