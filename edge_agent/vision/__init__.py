@@ -58,7 +58,7 @@ def __getattr__(name: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        if exc.name in ("cv2", "numpy", "rapidocr_onnxruntime"):
+        if (exc.name or "").split(".")[0] in ("cv2", "numpy", "rapidocr_onnxruntime", "onnxruntime"):
             raise VisionUnavailable(
                 f"edge_agent.vision.{name} needs the vision extra (missing {exc.name}); "
                 "install it with: pip install 'efence[vision]'"

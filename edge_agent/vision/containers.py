@@ -202,22 +202,29 @@ class ContainerReader:
         if iso6346.is_valid(text):
             return text, min(read.char_conf[:10]), False
         uncertain = [i for i, c in enumerate(read.char_conf) if c < CERTAIN]
-        if len(uncertain) != 1:
-            return None  # confidently wrong somewhere, or too many unknowns: no correction
+        if len(uncertain) != 1 or uncertain[0] == 10:
+            # Confidently wrong somewhere, several unknowns, or the check digit itself in doubt
+            # (correcting it would make the check vacuous): no correction.
+            return None
         pos = uncertain[0]
-        fixes = []
-        for alt, p in read.alternatives[pos]:
-            if alt == text[pos] or p < CORRECTION_SUPPORT:
-                continue
-            cand = text[:pos] + alt + text[pos + 1 :]
-            if iso6346.is_valid(cand):
-                fixes.append((cand, p))
-        if len(fixes) != 1:
+        # Every character of the position's class that would satisfy the check digit. Letters
+        # whose values differ by 11 (e.g. G/Q) satisfy it equally: then the digit cannot decide.
+        valid = [
+            ch
+            for ch in CONTAINER_CLASSES[pos]
+            if ch != text[pos] and iso6346.is_valid(text[:pos] + ch + text[pos + 1 :])
+        ]
+        support = dict(read.alternatives[pos])
+        fixes = [
+            (text[:pos] + ch + text[pos + 1 :], support[ch])
+            for ch in valid
+            if support.get(ch, 0.0) >= CORRECTION_SUPPORT
+        ]
+        if len(valid) != 1 or len(fixes) != 1:
             return None
         cand, p = fixes[0]
         confs = list(read.char_conf[:10])
-        if pos < 10:
-            confs[pos] = p
+        confs[pos] = p
         return cand, min(confs), True
 
     def read(self, image: np.ndarray, *, keep_frame: bool = True) -> ContainerRead:
