@@ -229,7 +229,6 @@ class IoBoardSimulator:
             if set_values is not None:
                 if not self._register_command(address, int(set_values[0])):
                     return ExcCodes.ILLEGAL_VALUE
-                set_values[0] = int(set_values[0])
             else:
                 for channel, on in self.relays.items():
                     if channel < len(registers):

@@ -320,3 +320,16 @@ def test_fuzz_normalisers(text):
     assert plate is None or normalise_plate(plate) == plate
     number = normalise_container(text)
     assert number is None or (len(number) == 11 and iso6346_check_digit(number[:10]) == int(number[10]))
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=2000), st.binary(max_size=300))
+def test_fuzz_multipart_images_survive_byte_exact(image, other):
+    # evidence must be kept exactly: CR, LF, CRLF and boundary-like bytes inside a JPEG are data
+    image = image + b"\r\n--x\r\n\r" + other
+    ctype, body = hikvision_multipart(
+        HIK_XML, {"licensePlatePicture.jpg": image, "detectionPicture.jpg": other}
+    )
+    read = parse_hikvision(ctype, body)
+    assert isinstance(read, PlateRead)
+    assert read.images == {"licensePlatePicture": image, "detectionPicture": other}
