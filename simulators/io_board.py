@@ -44,6 +44,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from edge_agent.plates import iso6346_check_digit
 from firmware_configs.devices import IoBoardConfig, IoInputs, IoOutputs, ModbusTcpLink
 from simulators.scene import LaneScene, VehicleSpec
+from simulators.transport import PtyChannel
 
 log = logging.getLogger("efence.sim.io_board")
 
@@ -101,12 +102,14 @@ class IoBoardSimulator:
         self._task: asyncio.Task | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
+        self._pty: PtyChannel | None = None
+        self._bridge: list[asyncio.Task] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def framer(self) -> FramerType:
         link = self.config.link
-        if isinstance(link, ModbusTcpLink) and link.framer == "socket":
+        if isinstance(link, ModbusTcpLink) and link.framer == "socket" and not self._pty:
             return FramerType.SOCKET
         return FramerType.RTU
 
@@ -141,8 +144,40 @@ class IoBoardSimulator:
         )
         return self.port
 
+    async def start_pty(self) -> str:
+        """Serve the board on a new pseudo-terminal, RTU-framed as on RS-485; returns its path (/dev/pts/N).
+
+        The pty master is bridged to an internal RTU-over-TCP listener, so one pymodbus server serves both;
+        point a driver's `{kind: rtu, serial: {port: <path>}}` link (or any Modbus RTU master) at the path.
+        """
+        self._pty = PtyChannel()
+        port = await self.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        channel = self._pty
+
+        async def to_board() -> None:
+            while data := await channel.read():
+                writer.write(data)
+                await writer.drain()
+
+        async def to_pty() -> None:
+            while data := await reader.read(4096):
+                channel.write(data)
+
+        self._bridge = [asyncio.create_task(to_board()), asyncio.create_task(to_pty())]
+        self._bridge_writer = writer
+        return channel.path
+
     async def stop(self) -> None:
         """Close the listener and every connection; the scene task stops too."""
+        for task in self._bridge:
+            task.cancel()
+        await asyncio.gather(*self._bridge, return_exceptions=True)
+        self._bridge = []
+        if self._pty is not None:
+            self._bridge_writer.close()
+            self._pty.close()
+            self._pty = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

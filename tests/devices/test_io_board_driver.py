@@ -268,3 +268,30 @@ async def test_standalone_simulator_runs_its_own_trucks():
     finally:
         client.close()
         await sim.stop()
+
+
+async def test_rtu_driver_over_a_real_pseudo_terminal():
+    from firmware_configs.devices import ModbusRtuLink, SerialLink
+
+    config = standalone_config()
+    sim = IoBoardSimulator(config)
+    path = await sim.start_pty()
+    assert path.startswith("/dev/pts/")
+    link = ModbusRtuLink(kind="rtu", serial=SerialLink(port=path, baudrate=115200))
+    config = config.model_copy(update={"link": link, "poll_interval_ms": 20, "pulse_ms": 150})
+    rig = Rig(sim, None)  # type: ignore[arg-type]
+    rig.driver = IoBoardDriver(config, rig.events.append)
+    task = asyncio.create_task(rig.driver.run())
+    try:
+        await rig.until(lambda: len(rig.arms()) == 1)
+        assert [e.occupied for e in rig.events if isinstance(e, LoopState)] == [False, False, False]
+        await rig.driver.command(BarrierPulse("open"))
+        assert [on for _, ch, on in sim.relay_log if ch == config.outputs.barrier_open] == [True, False]
+        sim.faults.stuck_loops["safety"] = True
+        await rig.until(lambda: rig.loops("safety")[-1].occupied is True)
+        with pytest.raises(CommandRefused):
+            await rig.driver.command(BarrierPulse("close"))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
