@@ -16,6 +16,7 @@ missing, and only while online.
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import combinations
 from statistics import median
 from typing import TypeVar
@@ -78,11 +79,11 @@ class Facts:
     def offline(self) -> bool:
         return self.view.offline
 
-    @property
+    @cached_property
     def settings(self) -> RuleSettings:
         return self.config.settings_for(self.gate_pass.pass_type if self.gate_pass else None)
 
-    @property
+    @cached_property
     def plate(self) -> str | None:
         return normalise(self.obs.plate.value) if self.obs.plate else None
 
@@ -117,6 +118,29 @@ class Facts:
         found = [by_no[n] for n in wanted if n in by_no]
         found += [d for d in self.view.declarations if d.bill_no in bills and d not in found]
         return found, [n for n in wanted if n not in by_no]
+
+    @cached_property
+    def risk_hits(self) -> list[RiskInstruction]:
+        """Active risk instructions matching pass, declarations, enterprise, vehicle or containers."""
+        p, obs = self.gate_pass, self.obs
+        if p is None:
+            return []
+        declarations, _ = self.declarations()
+        reads = (obs.container_front, obs.container_back)
+        vehicles = (self.plate, self.eplate, p.vehicle_no, p.vehicle_ic_no)
+        targets = {
+            RiskTarget.PASS: {normalise(p.pass_no)},
+            RiskTarget.DECLARATION: {normalise(d.declaration_no) for d in declarations},
+            RiskTarget.ENTERPRISE: {normalise(p.enterprise_no)} if p.enterprise_no else set(),
+            RiskTarget.VEHICLE: {normalise(x) for x in vehicles if x},
+            RiskTarget.CONTAINER: {normalise(n) for n in p.container_nos}
+            | {normalise(r.value) for r in reads if r},
+        }
+        return [
+            r
+            for r in self.view.risk_instructions
+            if r.active_at(self.now) and normalise(r.target_value) in targets[r.target]
+        ]
 
     def enterprise(self) -> Enterprise | None:
         p = self.gate_pass
@@ -487,35 +511,7 @@ def m5_tare(facts: Facts) -> list[Reason]:
 
 def risk_hits(facts: Facts) -> list[RiskInstruction]:
     """Active risk instructions whose target matches the pass, its documents, enterprise, vehicle or boxes."""
-    p, obs = facts.gate_pass, facts.obs
-    assert p is not None
-    declarations, _ = facts.declarations()
-    containers = {normalise(n) for n in p.container_nos} | {
-        normalise(r.value) for r in (obs.container_front, obs.container_back) if r is not None
-    }
-    vehicles = {
-        x for x in (facts.plate, facts.eplate, p.vehicle_no and normalise(p.vehicle_no), p.vehicle_ic_no) if x
-    }
-    targets = {
-        RiskTarget.PASS: {p.pass_no},
-        RiskTarget.DECLARATION: {d.declaration_no for d in declarations},
-        RiskTarget.ENTERPRISE: {p.enterprise_no} if p.enterprise_no else set(),
-        RiskTarget.VEHICLE: vehicles,
-        RiskTarget.CONTAINER: containers,
-    }
-
-    def value(r: RiskInstruction) -> str:
-        return (
-            normalise(r.target_value)
-            if r.target in (RiskTarget.VEHICLE, RiskTarget.CONTAINER)
-            else r.target_value
-        )
-
-    return [
-        r
-        for r in facts.view.risk_instructions
-        if r.active_at(facts.now) and (value(r) in targets[r.target] or r.target_value in targets[r.target])
-    ]
+    return facts.risk_hits
 
 
 def i1_risk_instruction(facts: Facts) -> list[Reason]:
