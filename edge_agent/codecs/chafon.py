@@ -20,12 +20,25 @@ STATUS_MORE = 0x03
 STATUS_FULL = 0x04
 
 
-def crc16_mcrf4xx(data: bytes) -> int:
-    crc = 0xFFFF
-    for b in data:
-        crc ^= b
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16_mcrf4xx(data: bytes) -> int:
+    """CRC-16/MCRF4XX, table-driven (reflected 0x8408, init 0xFFFF, no final XOR)."""
+    crc = 0xFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
     return crc
 
 

@@ -13,6 +13,7 @@ from edge_agent.codecs.common import GARBAGE_HOLD, FrameError, with_parity
 STX, CR = 0x02, 0x0D
 _INCREMENTS = {(1, 0): 1, (0, 1): 2, (1, 1): 5, (0, 0): 0}
 _UNIT_CODES = {1: "g", 2: "t", 3: "oz", 7: "none"}
+_MASK7 = bytes(b & 0x7F for b in range(256))  # bytes.translate table: drop the parity bit
 _TO_KG = {"kg": 1.0, "t": 1000.0, "g": 0.001, "lb": 0.45359237}
 
 
@@ -157,7 +158,7 @@ class ToledoDecoder:
         self._buf.clear()
 
     def feed(self, data: bytes) -> list[ToledoFrame | FrameError]:
-        self._buf += bytes(b & 0x7F for b in data)
+        self._buf += data.translate(_MASK7)
         out: list[ToledoFrame | FrameError] = []
         buf = self._buf
         while buf:
