@@ -269,7 +269,8 @@ class PlateCameraConfig(DeviceBase):
         description="Frigate: the broker Frigate publishes to (`mqtt://host:port`, optionally `user:pass@`).",
     )
     frigate_camera: str | None = Field(
-        None, description="Frigate: only events of this Frigate camera name; None takes every event on the topic."
+        None,
+        description="Frigate: only events of this Frigate camera name; None takes every event on the topic.",
     )
 
     @model_validator(mode="after")
