@@ -318,7 +318,7 @@ class LedBoardConfig(DeviceBase):
     type: Literal["led_board"] = Field(description="Device type: LED text board.")
     serial: SerialLink = Field(description="Serial line (or socket:// URL) of the board controller.")
     protocol: Literal["efence-text"] = Field(
-        "efence-text", description="Text protocol of the board controller (see docs/PROTOCOL.md, LED board)."
+        "efence-text", description="Text protocol of the board controller (see docs/PROTOCOL_LED.md)."
     )
     encoding: Literal["gb18030", "utf-8"] = Field("gb18030", description="Character encoding of the text.")
     lines: int = Field(2, ge=1, le=8, description="Text lines on the board.")
