@@ -93,11 +93,17 @@ class UserBody(BaseModel):
 class AuthMiddleware:
     """Resolves the token on every request; refuses anything but the public paths without one."""
 
-    def __init__(self, app: Any, store: HubStore, key_for: KeyLookup | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        store: HubStore,
+        key_for: KeyLookup | None = None,
+        cache: dict[str, tuple[AuthUser | None, float]] | None = None,
+    ) -> None:
         self.app = app
         self.store = store
         self.key_for = key_for
-        self._cache: dict[str, tuple[AuthUser | None, float]] = {}
+        self._cache = cache if cache is not None else {}
 
     async def _user(self, token: str) -> AuthUser | None:
         hit = self._cache.get(token)
@@ -107,7 +113,7 @@ class AuthMiddleware:
         user = await self.store.acall(self.store.user_for_token, token)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (user, now + 5.0)  # a revoked token or changed role takes effect within 5 s
+        self._cache[token] = (user, now + 5.0)  # a role change takes effect within 5 s; logout at once
         return user
 
     def _agent(self, cred: str, scope: dict[str, Any]) -> AuthUser | None:
@@ -205,7 +211,8 @@ def create_app(
         docs_url="/api/docs",
         redoc_url=None,
     )
-    app.add_middleware(AuthMiddleware, store=store, key_for=key_for)
+    token_cache: dict[str, tuple[AuthUser | None, float]] = {}
+    app.add_middleware(AuthMiddleware, store=store, key_for=key_for, cache=token_cache)
     app.state.store = store
     app.state.ingest = ingest
     app.state.live = live
@@ -248,6 +255,7 @@ def create_app(
         token = request.state.token
         if token:
             await call(s.revoke_token, token)
+            token_cache.pop(token, None)
         resp = JSONResponse({"ok": True})
         resp.delete_cookie(COOKIE)
         return resp

@@ -56,3 +56,35 @@ def draws(
     console.print(f"[{colour}]{checked - len(failures)} of {checked} draws reproduce[/{colour}]{skipped}")
     if failures:
         raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify(
+    db: Annotated[
+        str,
+        typer.Option("--db", help="Hub store: SQLite file path or sqlite:///PATH.", envvar="EFENCE_HUB_DB"),
+    ] = "efence-hub.db",
+) -> None:
+    """Re-hash the hub's audit log (commands, overrides, acks, imports, config changes); exit 1 on any break.
+
+    Each entry's hash covers the previous entry's hash, so an altered, inserted or removed entry
+    breaks the chain from that point on; the stored head catches entries cut off the end.
+    """
+    from central_monitor.store import open_store
+
+    console = Console(soft_wrap=True)
+    url = db if "://" in db else f"sqlite:///{db}"
+    if "://" not in db and not Path(db).is_file():
+        console.print(f"[red]no hub store at {db}[/red]")
+        raise typer.Exit(2)
+    store = open_store(url)
+    try:
+        problems = store.verify_audit()
+    finally:
+        store.close()
+    for problem in problems:
+        console.print(f"[red]{problem}[/red]")
+    if problems:
+        console.print(f"[red]audit log of {db} is NOT intact ({len(problems)} problem(s))[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]audit log of {db} is intact[/green]")

@@ -1,0 +1,293 @@
+"""The hub store on a real SQLite file: idempotency, seq tracking, records, crossings, alarms, audit."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from central_monitor.alarms import AlarmSpec
+from central_monitor.records import ImportRejected
+from central_monitor.store import SqliteStore
+from efence.contract import EventEnvelope, RecordKind, utcnow
+
+from .hubkit import agent_status, event, tx_event
+
+PASS_NO = "Z2248I261128000000000001"
+LIST_NO = "QD2248I00000000001"
+
+
+def gate_pass(**over: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "passportNo": PASS_NO,
+        "ioTypecd": "I",
+        "passportTypecd": "3",
+        "bindTypecd": "2",
+        "rltTbTypecd": "1",
+        "rltNo": LIST_NO,
+        "vehicleNo": "沪A12345",
+        "vehicleWt": "15000",
+        "containerNo": "TGHU1234567",
+        "containerWt": "3800",
+        "totalWt": "30000",
+        "stucd": "1",
+    }
+    row.update(over)
+    return row
+
+
+# ------------------------------------------------------------------ ingest
+def test_same_event_twice_is_stored_once(store: SqliteStore, zone: str) -> None:
+    env = tx_event(f"{zone}/cp1", 1, "t1")
+    first = store.ingest([env])
+    again = store.ingest([env, env])
+    assert (first.inserted, first.duplicates) == (1, 0)
+    assert (again.inserted, again.duplicates) == (0, 2)
+    assert store.health()["counts"]["events"] == 1
+    assert len(store.list_transactions()) == 1
+    assert again.contiguous == {f"{zone}/cp1": 1}  # a duplicate-only batch is still acknowledged
+
+
+def test_contiguous_seq_and_gaps(store: SqliteStore, zone: str) -> None:
+    agent = f"{zone}/cp1"
+    res = store.ingest([event(agent, s) for s in (1, 2, 4, 5, 8)])
+    assert res.contiguous[agent] == 2
+    assert res.max_seq[agent] == 8
+    assert res.gaps[agent] == [(3, 3), (6, 7)]
+    res = store.ingest([event(agent, 3)])
+    assert res.contiguous[agent] == 5
+    assert res.gaps[agent] == [(6, 7)]
+
+
+def test_reused_seq_with_another_id_is_a_conflict_not_an_overwrite(store: SqliteStore, zone: str) -> None:
+    agent = f"{zone}/cp1"
+    store.ingest([event(agent, 1, note="first")])
+    res = store.ingest([event(agent, 1, note="second")])
+    assert res.conflicts == 1 and res.inserted == 0
+
+
+def test_abandoned_gap_lets_acks_move_on_and_rings(store: SqliteStore, zone: str) -> None:
+    agent = f"{zone}/cp1"
+    store.ingest([event(agent, 1), event(agent, 4)])
+    res = store.abandon_gap(agent, 2, 3)
+    assert res.contiguous[agent] == 4
+    assert [a["kind"] for a in store.list_alarms(ringing=True)] == ["event_gap"]
+
+
+def test_older_decision_arriving_late_does_not_overwrite_newer(store: SqliteStore, zone: str) -> None:
+    agent = f"{zone}/cp1"
+    now = utcnow()
+    newer = EventEnvelope.new(
+        agent_id=agent, seq=2, type="transaction", lane="L1", observed_at=now,
+        payload={"transaction_id": "t1", "verdict": "RELEASE", "manual": True},
+    )  # fmt: skip
+    older = EventEnvelope.new(
+        agent_id=agent, seq=1, type="transaction", lane="L1", observed_at=now - timedelta(seconds=5),
+        payload={"transaction_id": "t1", "verdict": "HOLD_MANUAL", "reasons": ["M3"]},
+    )  # fmt: skip
+    store.ingest([newer])
+    store.ingest([older])
+    (tx,) = store.list_transactions()
+    assert tx["verdict"] == "RELEASE" and tx["manual"] is True
+
+
+# ------------------------------------------------------------------ records
+def test_import_errors_name_row_field_expected_and_import_nothing(store: SqliteStore, zone: str) -> None:
+    rows = [
+        gate_pass(),
+        gate_pass(passportNo="SHORT", ioTypecd="X"),
+        gate_pass(passportNo="Z2248I261128000000000003", totalWt="heavy"),
+    ]
+    with pytest.raises(ImportRejected) as err:
+        store.import_records(zone, RecordKind.GATE_PASS, rows, "tester")
+    found = {(e.row, e.field) for e in err.value.errors}
+    assert found == {(2, "passportNo"), (2, "ioTypecd"), (3, "totalWt")}
+    by_field = {e.field: e for e in err.value.errors}
+    assert "24" in by_field["passportNo"].expected and by_field["passportNo"].got == "SHORT"
+    assert by_field["ioTypecd"].expected == "one of I/E"
+    assert "number" in by_field["totalWt"].expected
+    page = store.records_page(zone, 0)
+    assert page.head_seq == 0 and page.deltas == []  # the valid first row was not imported either
+
+
+def test_duplicate_key_in_one_file_is_an_error(store: SqliteStore, zone: str) -> None:
+    with pytest.raises(ImportRejected) as err:
+        store.import_records(zone, RecordKind.GATE_PASS, [gate_pass(), gate_pass()], "tester")
+    assert err.value.errors[0].row == 2
+
+
+def test_records_page_deltas_and_snapshots(store: SqliteStore, zone: str) -> None:
+    store.import_records(
+        zone, RecordKind.VEHICLE, [{"vehicleNo": "沪A00001"}, {"vehicleNo": "沪A00002"}], "t"
+    )
+    store.import_records(zone, RecordKind.VEHICLE, [{"vehicleNo": "沪A00001", "status": "blacklisted"}], "t")
+    page = store.records_page(zone, after=1)
+    assert (page.snapshot, page.head_seq, [d.seq for d in page.deltas]) == (False, 3, [2, 3])
+    assert page.deltas[-1].record["status"] == "blacklisted"
+    snap = store.records_page(zone, after=0)
+    assert snap.snapshot and {d.key for d in snap.deltas} == {"沪A00001", "沪A00002"}
+    assert max(d.seq for d in snap.deltas) == 3
+    ahead = store.records_page(zone, after=99)  # an edge ahead of the hub (hub store replaced): start over
+    assert ahead.snapshot
+    assert store.records_page(zone, after=3).deltas == []
+    assert store.records_page("other-zone", after=0).head_seq == 0
+
+
+def test_crossing_marks_pass_list_and_deduction(store: SqliteStore, zone: str) -> None:
+    store.import_many(
+        zone,
+        [
+            (RecordKind.GATE_PASS, [gate_pass()]),
+            (RecordKind.LEDGER_LIST, [{"bondInvtNo": LIST_NO, "entryNo": "224820260000000001"}]),
+            (RecordKind.DECLARATION, [{"entryId": "224820260000000001", "released": "true"}]),
+        ],
+        "tester",
+    )
+    agent = f"{zone}/cp1"
+    store.ingest([tx_event(agent, 1, "t1", pass_no=PASS_NO, plate="沪A12345", gross_kg=30450)])
+    res = store.ingest(
+        [event(agent, 2, "transaction_closed", transaction_id="t1", outcome="crossed", verdict="RELEASE")]
+    )
+    gp = store.get_record(zone, RecordKind.GATE_PASS, PASS_NO)
+    assert gp is not None
+    assert gp["stucd"] == "2" and gp["passCollectWt"] == 30450 and gp["wtError"] == 450
+    lst = store.get_record(zone, RecordKind.LEDGER_LIST, LIST_NO)
+    assert lst is not None and lst["gateStatus"] == "1" and lst["vrfdedMarkcd"] == "2"
+    assert [d.kind for d in res.deltas] == [RecordKind.GATE_PASS, RecordKind.LEDGER_LIST]
+    assert [d.seq for d in res.deltas] == [4, 5]
+    (tx,) = store.list_transactions()
+    assert tx["wt_error"] == 450 and tx["outcome"] == "crossed"
+
+
+def test_list_not_crossed_until_all_its_passes_crossed(store: SqliteStore, zone: str) -> None:
+    second = "Z2248I261128000000000002"
+    store.import_many(
+        zone,
+        [
+            (RecordKind.GATE_PASS, [gate_pass(), gate_pass(passportNo=second)]),
+            (RecordKind.LEDGER_LIST, [{"bondInvtNo": LIST_NO}]),
+        ],
+        "tester",
+    )
+    agent = f"{zone}/cp1"
+    store.ingest([tx_event(agent, 1, "t1", pass_no=PASS_NO)])
+    store.ingest([event(agent, 2, "transaction_closed", transaction_id="t1", outcome="crossed")])
+    assert store.get_record(zone, RecordKind.LEDGER_LIST, LIST_NO)["gateStatus"] == "0"  # type: ignore[index]
+    store.ingest([tx_event(agent, 3, "t2", pass_no=second)])
+    store.ingest([event(agent, 4, "transaction_closed", transaction_id="t2", outcome="crossed")])
+    assert store.get_record(zone, RecordKind.LEDGER_LIST, LIST_NO)["gateStatus"] == "1"  # type: ignore[index]
+
+
+def test_refused_vehicle_backing_out_does_not_cross_the_pass(store: SqliteStore, zone: str) -> None:
+    store.import_records(zone, RecordKind.GATE_PASS, [gate_pass()], "tester")
+    agent = f"{zone}/cp1"
+    store.ingest([tx_event(agent, 1, "t1", verdict="REFUSE", reasons=["F2"], pass_no=PASS_NO)])
+    store.ingest([event(agent, 2, "transaction_closed", transaction_id="t1", outcome="backed_out")])
+    assert store.get_record(zone, RecordKind.GATE_PASS, PASS_NO)["stucd"] == "1"  # type: ignore[index]
+
+
+def test_transfer_between_zones_overdue_then_arrival(store: SqliteStore, zone: str) -> None:
+    dest = zone + "-b"
+    store.import_records(
+        zone, RecordKind.GATE_PASS, [gate_pass(ioTypecd="E", destZoneId=dest, transferLimitMin="30")], "t"
+    )
+    assert store.get_record(dest, RecordKind.GATE_PASS, PASS_NO) is not None  # known at the destination too
+    store.ingest([tx_event(f"{zone}/out", 1, "t1", pass_no=PASS_NO)])
+    store.ingest([event(f"{zone}/out", 2, "transaction_closed", transaction_id="t1", outcome="crossed")])
+    assert store.get_record(zone, RecordKind.GATE_PASS, PASS_NO)["stucd"] == "3"  # type: ignore[index]
+    assert store.check_transfers(utcnow() + timedelta(minutes=10)) == []
+    (late,) = store.check_transfers(utcnow() + timedelta(minutes=31))
+    assert late["kind"] == "transfer_overdue" and late["zone"] == dest
+    store.ingest([tx_event(f"{dest}/in", 1, "t2", pass_no=PASS_NO)])
+    store.ingest([event(f"{dest}/in", 2, "transaction_closed", transaction_id="t2", outcome="crossed")])
+    assert store.get_record(dest, RecordKind.GATE_PASS, PASS_NO)["stucd"] == "4"  # type: ignore[index]
+    (transfer,) = store.list_transfers()
+    assert transfer["state"] == "arrived"
+    assert store.list_alarms()[0]["cleared_at"] is not None
+
+
+# ------------------------------------------------------------------ alarms
+def test_alarm_dedupe_ack_and_rearm_cooldown(tmp_path) -> None:  # noqa: ANN001
+    store = SqliteStore(tmp_path / "a.db", alarm_cooldown_s=60)
+    spec = AlarmSpec(kind="perimeter_intrusion", subject="z/F-07", message="fibre", zone="z")
+    t0 = utcnow()
+    first = store.raise_alarm(spec, t0)
+    assert first is not None and first["ringing"] and first["severity"] == "critical"
+    assert store.raise_alarm(spec, t0 + timedelta(seconds=5)) is None  # still ringing: counted, not repeated
+    acked = store.ack_alarm(first["id"], "officer1", "patrol sent", t0 + timedelta(seconds=10))
+    assert acked is not None
+    assert (acked["ringing"], acked["acked_by"], acked["ack_note"]) == (False, "officer1", "patrol sent")
+    assert store.raise_alarm(spec, t0 + timedelta(seconds=30)) is None  # inside the re-arm cooldown
+    again = store.raise_alarm(spec, t0 + timedelta(seconds=80))
+    assert again is not None and again["id"] != first["id"] and again["ringing"]
+    counted = [a for a in store.list_alarms() if a["id"] == first["id"]][0]
+    assert counted["count"] == 3
+    assert store.ack_alarm(999, "x", "") is None
+    store.close()
+
+
+def test_alarms_from_records_blacklist_empty_cargo_repeated_failures(store: SqliteStore, zone: str) -> None:
+    store.import_records(zone, RecordKind.VEHICLE, [{"vehicleNo": "沪B66666", "status": "blacklisted"}], "t")
+    store.import_records(
+        zone, RecordKind.GATE_PASS,
+        [gate_pass(passportTypecd="6", vehicleWt="15000", containerWt="0", totalWt="15000")], "t",
+    )  # fmt: skip
+    agent = f"{zone}/cp1"
+    store.ingest([tx_event(agent, 1, "t1", verdict="REFUSE", reasons=["F3"], plate="沪B66666")])
+    store.ingest(
+        [tx_event(agent, 2, "t2", verdict="HOLD_INSPECTION", reasons=["I3"], pass_no=PASS_NO, gross_kg=19000)]
+    )
+    store.ingest(
+        [tx_event(agent, 3, "t3", verdict="HOLD_MANUAL", reasons=["M1"], pass_no=PASS_NO, gross_kg=15100)]
+    )
+    kinds = [a["kind"] for a in store.list_alarms()]
+    assert "blacklisted_vehicle" in kinds
+    assert kinds.count("empty_vehicle_with_cargo") == 1  # 4 t over tare rang; 100 kg did not
+    assert "repeated_failures" not in kinds  # two failures so far
+    store.ingest([tx_event(agent, 4, "t4", verdict="REFUSE", reasons=["F1"], pass_no=PASS_NO)])
+    assert "repeated_failures" in [a["kind"] for a in store.list_alarms()]
+
+
+def test_device_alarms_suppressed_while_agent_offline(store: SqliteStore, zone: str) -> None:
+    store.apply_status(agent_status(zone, down=("rfid-1",)))
+    assert [a["kind"] for a in store.list_alarms(ringing=True)] == ["device_offline"]
+    store.apply_status(agent_status(zone, online=False))
+    assert sorted(a["kind"] for a in store.list_alarms(ringing=True)) == ["agent_offline", "device_offline"]
+    store.ingest([event(f"{zone}/cp1", 1, "device_health", device_id="camera-1", observed="down")])
+    assert [a["kind"] for a in store.list_alarms(ringing=True)].count("device_offline") == 1  # suppressed
+    devices = {d["device_id"]: d for d in store.list_devices()}
+    assert devices["rfid-1"]["effective"] == "unknown"  # the hub cannot know while the agent is away
+    store.apply_status(agent_status(zone))
+    offline = [a for a in store.list_alarms() if a["kind"] == "agent_offline"][0]
+    assert offline["cleared_at"] is not None and offline["ringing"]  # cleared, still rings until acked
+    (agent,) = store.list_agents()
+    assert agent["online"] is True
+
+
+# ------------------------------------------------------------------ audit
+def test_audit_chain_detects_altered_removed_and_truncated_entries(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "audit.db"
+    store = SqliteStore(path)
+    for i in range(5):
+        store.audit("admin", "config.change", f"item{i}", {"value": i})
+    assert store.verify_audit() == []
+    store.close()
+
+    def tamper(sql: str) -> list[str]:
+        db = sqlite3.connect(path)
+        db.execute(sql)
+        db.commit()
+        db.close()
+        s = SqliteStore(path)
+        try:
+            return s.verify_audit()
+        finally:
+            s.close()
+
+    problems = tamper("UPDATE audit_log SET details='{\"value\":42}' WHERE seq=3")
+    assert any("entry 3" in p and "altered" in p for p in problems)
+    problems = tamper("DELETE FROM audit_log WHERE seq=2")
+    assert any("removed" in p for p in problems)
+    problems = tamper("DELETE FROM audit_log WHERE seq=5")
+    assert any("end" in p for p in problems)
