@@ -1,0 +1,105 @@
+"""Plate and container reading on the public labelled photos, next to plain full-frame RapidOCR.
+
+Both the readers and the baseline run in the same process on the same machine, so the time
+columns are comparable (they are not comparable across machines or under other load).
+Photos: ``$EFENCE_VISION_DATA`` or ``../shared/data`` next to the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _data() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("EFENCE_VISION_DATA", default))
+
+
+def _ratio(value: float, baseline: float) -> float | None:
+    return round(value / baseline, 3) if baseline else None
+
+
+def run() -> list[dict]:
+    """Rows: benchmark, value, unit, baseline, ratio, notes."""
+    from edge_agent.vision.evaluate import evaluate
+    from edge_agent.vision.ocr import OcrEngine
+
+    data = _data()
+    engine = OcrEngine()
+    rows: list[dict] = []
+    plates, containers = data / "plates", data / "containers"
+    if (plates / "labels.csv").exists():
+        ours = evaluate(plates, engine=engine)
+        base = evaluate(plates, engine=engine, baseline=True, use_cls=True)
+        base_nocls = evaluate(plates, engine=engine, baseline=True, use_cls=False)
+        n = ours.total
+        note = (
+            f"{n} CCPD photos; baseline = plain RapidOCR full frame (angle classifier on; "
+            f"off: {base_nocls.exact}/{n} exact, {base_nocls.wrong} wrong, {base_nocls.ms_per_image:.0f} ms)"
+        )
+        rows += [
+            _row("vision.plates.exact", 100 * ours.accuracy, "%", 100 * base.accuracy, note),
+            _row(
+                "vision.plates.wrong",
+                ours.wrong,
+                "reads",
+                base.wrong,
+                "confident answer != label (must be <= 1 %)",
+            ),
+            _row(
+                "vision.plates.rejected", ours.rejected, "reads", base.rejected, "no answer -> manual review"
+            ),
+            _row(
+                "vision.plates.ms_per_image",
+                ours.ms_per_image,
+                "ms",
+                base.ms_per_image,
+                "2-core CPU, same run",
+            ),
+        ]
+    if (containers / "labels.csv").exists():
+        ours = evaluate(containers, engine=engine)
+        base = evaluate(containers, engine=engine, baseline=True, use_cls=True)
+        note = f"{ours.total} gate photos; baseline = full-frame RapidOCR + ISO 6346 search over <= 4 joined lines"
+        rows += [
+            _row("vision.containers.exact", 100 * ours.accuracy, "%", 100 * base.accuracy, note),
+            _row(
+                "vision.containers.wrong",
+                ours.wrong,
+                "reads",
+                base.wrong,
+                "every reported number passes ISO 6346",
+            ),
+            _row(
+                "vision.containers.rejected",
+                ours.rejected,
+                "reads",
+                base.rejected,
+                "no valid number -> manual review",
+            ),
+            _row(
+                "vision.containers.ms_per_image",
+                ours.ms_per_image,
+                "ms",
+                base.ms_per_image,
+                "2-core CPU, same run",
+            ),
+        ]
+    return rows
+
+
+def _row(name: str, value: float, unit: str, baseline: float, notes: str) -> dict:
+    return {
+        "benchmark": name,
+        "value": round(float(value), 2),
+        "unit": unit,
+        "baseline": round(float(baseline), 2),
+        "ratio": _ratio(float(value), float(baseline)),
+        "notes": notes,
+    }
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)
