@@ -1,0 +1,98 @@
+"""The dashboard in real headless Chromium: login, a live transaction, alarm acknowledgement, manual release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from efence.contract import NonceLedger, SignedCommand, decode, utcnow, verify_command
+
+from .hubkit import agent_status, event, fake_agent, running_hub, tx_event
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path("/tmp/efence-dashboard.png")
+
+pytestmark = pytest.mark.browser
+
+
+async def test_login_live_transaction_alarm_ack_and_manual_release(tmp_path: Path, zone: str) -> None:
+    assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
+    key = b"b" * 32
+    async with (
+        running_hub(tmp_path, key_for=lambda aid: key if aid == f"{zone}/cp1" else None) as hub,
+        fake_agent(zone) as agent,
+        async_playwright() as pw,
+    ):
+        hub.create_user("duty", "duty-officer-1", "supervisor")
+        await agent.status(agent_status(zone))
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(hub.url + "/")
+            await expect(page).to_have_url(hub.url + "/login.html")  # not logged in: sent to the login page
+            await page.fill("#username", "duty")
+            await page.fill("#password", "wrong-password")
+            await page.click("#login-button")
+            await expect(page.locator("#login-error")).to_be_visible()
+            await page.fill("#password", "duty-officer-1")
+            await page.click("#login-button")
+            await expect(page.locator("#user-name")).to_contain_text("duty")
+            await expect(page.locator(f'.lane[data-lane="{agent.agent_id}/L1"]')).to_be_visible()
+            await expect(page.locator("#live-text")).to_contain_text("Live")
+
+            # a decision at the lane appears in the feed and on the lane card without a reload
+            await agent.send(
+                tx_event(agent.agent_id, 1, "t-live", plate="沪A7E123", pass_no="Z2248I261128000000000777")
+            )
+            row = page.locator('#feed tr[data-tx="t-live"]')
+            await expect(row).to_contain_text("沪A7E123")
+            await expect(row).to_contain_text("放行")
+            await expect(page.locator(f'.lane[data-lane="{agent.agent_id}/L1"] .plate')).to_have_text(
+                "沪A7E123"
+            )
+
+            # a perimeter intrusion rings until an officer acknowledges it with a note
+            await agent.send(
+                event(agent.agent_id, 2, "perimeter", kind="intrusion", segment="F-07", detail="fibre")
+            )
+            alarm = page.locator(".alarm-item.ringing.critical").first
+            await expect(alarm).to_contain_text("周界入侵")
+            await alarm.locator("button[data-ack]").click()
+            await page.fill("#ack-note", "patrol sent to F-07")
+            await page.click("#ack-confirm")
+            await expect(page.locator(".alarm-item.critical.acked")).to_contain_text("patrol sent to F-07")
+            acked = [a for a in hub.store.list_alarms() if a["kind"] == "perimeter_intrusion"]
+            assert acked[0]["acked_by"] == "duty" and acked[0]["ringing"] is False
+
+            # a held vehicle: release it from the lane card; the agent receives a signed command
+            await agent.send(
+                tx_event(agent.agent_id, 3, "t-held", verdict="HOLD_MANUAL", reasons=["M1"], plate="沪B00001")
+            )
+            release = page.locator(
+                f'.lane[data-lane="{agent.agent_id}/L1"] button[data-act="manual_release"]'
+            )
+            await release.click()
+            await page.fill("#cmd-reason", "plate checked by eye")
+            await page.click("#cmd-confirm")
+            signed = decode(SignedCommand, await agent.next_on("commands"))
+            cmd = verify_command(signed, key, agent_id=agent.agent_id, now=utcnow(), nonces=NonceLedger())
+            assert cmd.action == "manual_release" and cmd.operator_id == "duty"
+            assert cmd.params["transaction_id"] == "t-held" and cmd.reason_text == "plate checked by eye"
+            await expect(page.locator("#cmd-dialog")).not_to_be_visible()
+            await page.screenshot(path=str(SCREENSHOT))
+            assert errors == []
+        finally:
+            await browser.close()
