@@ -5,6 +5,8 @@ import asyncio
 import random
 import time
 
+import pytest
+
 from edge_agent.codecs import toledo
 from edge_agent.drivers.registry import create_driver
 from edge_agent.drivers.weighbridge import Sample, WeighbridgeDriver, WeighbridgeLogic
@@ -265,3 +267,50 @@ async def test_driver_survives_its_pty_vanishing():
         assert not task.done()
     finally:
         task.cancel()
+
+
+def test_bad_frames_are_logged_with_the_device_id_but_rate_limited(caplog: pytest.LogCaptureFixture):
+    driver = WeighbridgeDriver(config(failures_before_down=100), lambda obs: None)
+    decoder = toledo.ToledoDecoder()
+    good = toledo.encode(toledo.ToledoFrame(displayed=12340))
+    spoiled = good[:-1] + bytes((good[-1] ^ 1,))
+    with caplog.at_level("WARNING"):
+        driver.feed(spoiled * 200, 1.0, decoder)
+    assert driver.health.counters["frames_bad"] == 200
+    lines = [r.getMessage() for r in caplog.records]
+    assert 1 <= len(lines) <= 5
+    assert all("device wb" in line and "bad checksum" in line for line in lines)
+
+
+async def test_serial_server_dropping_the_connection_is_survived():
+    cfg = config()
+    sim, grosses = fast_sim(cfg, Faults(disconnect_every_s=0.7))
+    port = await sim.serve_tcp("127.0.0.1", 0)
+    driver, out, task = await _drive(sim, f"socket://127.0.0.1:{port}", cfg)
+    try:
+        await until(lambda: driver.health.counters["reconnects"] >= 2, 8)
+        ok = driver.health.counters["frames_ok"]
+        await until(lambda: driver.health.counters["frames_ok"] > ok + 3, 5)
+    finally:
+        task.cancel()
+        await sim.close()
+    assert sim.sessions >= 3
+    assert any(r.signal_lost for r in out)  # every drop withdraws the weight
+    assert {r.gross_kg for r in out if r.stable} <= grosses
+
+
+async def test_drifting_zero_shows_in_the_empty_bridge_weight():
+    cfg = config(empty_threshold_kg=200)
+    sim, _ = fast_sim(cfg, Faults(drift_kg_per_h=360_000))  # 100 kg/s: a grossly drifting zero
+    sim.truck_stream.gap_s = 60  # keep the bridge empty
+    port = await sim.serve_tcp("127.0.0.1", 0)
+    driver, out, task = await _drive(sim, f"socket://127.0.0.1:{port}", cfg)
+    try:
+        await until(lambda: any(r.gross_kg and r.gross_kg > 250 for r in out), 8)
+    finally:
+        task.cancel()
+        await sim.close()
+    empties = [r for r in out if r.gross_kg is not None]
+    assert (
+        empties[0].empty and not empties[-1].empty
+    )  # past the threshold the bridge no longer counts as empty
