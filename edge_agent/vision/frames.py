@@ -84,7 +84,7 @@ class FrameBuffer:
 class _Source:
     """Common part: a name, a buffer, a sequence counter."""
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(self, name: str, capacity: int = 4) -> None:
         self.name = name
         self.buffer = FrameBuffer(capacity)
         self._seq = 0

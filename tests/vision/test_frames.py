@@ -162,3 +162,49 @@ def test_file_source_image_and_video(tmp_path) -> None:
     assert len(frames) == 7
     with pytest.raises(FileNotFoundError):
         FileSource(tmp_path / "missing.png").read_all()
+
+
+class _StubReader:
+    """Reads a 'plate' from the frame's first pixel value; slow, like OCR."""
+
+    def __init__(self, texts: dict[int, str | None]) -> None:
+        self.texts = texts
+        self.threads: set[str] = set()
+
+    def read(self, image, *, keep_frame: bool = True):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        return _Read(self.texts.get(int(image[0, 0, 0])), 0.9)
+
+
+class _Read:
+    def __init__(self, text, confidence):
+        self.text, self.confidence = text, confidence
+
+
+async def test_read_on_trigger_consensus_off_the_loop() -> None:
+    from edge_agent.vision.trigger import read_on_trigger
+
+    src = SnapshotSource("lane-1-front", capacity=4)
+    reader = _StubReader({1: "沪A12345", 2: None, 3: "沪A12345"})
+    t0 = time.monotonic()
+    for v in (1, 2, 3):
+        ok, jpeg = cv2.imencode(".png", np.full((8, 8, 3), v, np.uint8))
+        src.push(jpeg.tobytes())
+    result = await read_on_trigger(src, reader, frames=3, min_agree=2, triggered_at=t0)
+    assert result.text == "沪A12345" and result.agreeing == 2 and result.frames == 3
+    assert all(name.startswith("ocr") for name in reader.threads)
+
+
+async def test_read_on_trigger_without_frames_is_a_rejection() -> None:
+    from edge_agent.vision.trigger import read_on_trigger
+
+    result = await read_on_trigger(SnapshotSource("dead"), _StubReader({}), frames=2, timeout=0.1)
+    assert result.text is None and "no frames" in result.reason
+
+
+def test_public_names_resolve() -> None:
+    import edge_agent.vision as v
+
+    for name in v.__all__:
+        assert getattr(v, name) is not None
