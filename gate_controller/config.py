@@ -151,6 +151,11 @@ class Timeouts(ConfigModel):
     gather_s: float = Field(
         8.0, gt=0, description="Longest wait for reads and records before deciding anyway."
     )
+    early_read_s: float = Field(
+        3.0,
+        ge=0,
+        description="Reads this long before the arming loop triggers count for the arriving vehicle.",
+    )
     backout_confirm_s: float = Field(
         2.0, ge=0, description="Arming loop clear this long before a decision = backed out."
     )

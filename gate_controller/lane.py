@@ -388,8 +388,11 @@ class _Run:
     def on_read(self, read: Read) -> None:
         phase = self.s.phase
         if phase == "idle":
-            since = self.s.early_since if self.s.early_since is not None else self.now
-            self.put(early=self.s.early.with_read(read), early_since=since)
+            # Keep only reads close to the arming time: older ones may belong to another vehicle.
+            since, early = self.s.early_since, self.s.early
+            if since is None or self.now - since > self.t.early_read_s:
+                since, early = self.now, Observations()
+            self.put(early=early.with_read(read), early_since=since)
         elif phase == "gathering":
             self.apply_read(read)
 
@@ -412,7 +415,7 @@ class _Run:
         tid = f"{self.cfg.lane_id}-{self.at.strftime('%Y%m%dT%H%M%S')}-{seq:06d}"
         early = (
             self.s.early
-            if self.s.early_since is not None and self.now - self.s.early_since <= self.t.gather_s
+            if self.s.early_since is not None and self.now - self.s.early_since <= self.t.early_read_s
             else Observations()
         )
         txn = Transaction(

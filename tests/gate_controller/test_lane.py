@@ -96,6 +96,17 @@ def test_early_reads_before_arming_are_used() -> None:
     assert driver.records_of(Decision)[0].verdict is Verdict.RELEASE
 
 
+def test_reads_long_before_arming_are_not_used() -> None:
+    driver = Driver()
+    driver.send(PlateRead(plate="沪C00000", confidence=0.99))
+    driver.send(Tick(), dt=5)
+    driver.send_all([r for r in clean_reads() if not isinstance(r, PlateRead)])
+    driver.send(LoopChanged(loop="arming", occupied=True))
+    driver.send(Tick(), dt=9)
+    decision = driver.records_of(Decision)[0]
+    assert decision.inputs.plate is None and "M1" in codes(decision)
+
+
 def test_stale_records_answer_is_ignored() -> None:
     driver = Driver(records=None)
     driver.records = None
