@@ -1,7 +1,8 @@
 """LED text board driver (`efence-text`, docs/PROTOCOL_LED.md): shows the lane's messages.
 
 `ShowText(lines)` replaces the whole board: each configured line is written (empty text for lines not
-given) and acknowledged by the board. The latest text is kept and written again after every reconnect,
+given) and acknowledged by the board. `command()` only queues the text, so a dead board never delays
+the lane's barrier commands; text that does not fit is cut (and logged) rather than refused. The latest text is kept and written again after every reconnect,
 because a board that lost power comes back blank.
 """
 
@@ -45,39 +46,56 @@ class LedBoardDriver(SerialDriver):
         self._changed = asyncio.Event()
         self._shown_cond: asyncio.Condition | None = None
 
+    def _fit(self, text: str) -> str:
+        """Text the board can show: control characters blanked, cut to the frame's byte budget."""
+        text = "".join(" " if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+        encodable = text.encode(self.config.encoding, errors="replace").decode(self.config.encoding)
+        while len(encodable.encode(self.config.encoding)) > led_text.MAX_TEXT:
+            encodable = encodable[:-1]
+        return encodable
+
     def frames_for(self, command: ShowText) -> list[bytes]:
-        """Encode a command; raises ValueError for text the board cannot show (checked before queueing)."""
-        if len(command.lines) > self.config.lines:
-            raise ValueError(
-                f"board {self.config.id} has {self.config.lines} lines, got {len(command.lines)}"
+        """Encode a command for this board. Never raises: what does not fit is cut, and logged."""
+        texts = [self._fit(t) for t in command.lines[: self.config.lines]]
+        if texts != list(command.lines):
+            self.ratelog.warning(
+                f"{self.config.id}:fit",
+                "device %s: text cut to fit the board (%d lines, %d bytes a line): %r",
+                self.config.id,
+                self.config.lines,
+                led_text.MAX_TEXT,
+                command.lines,
             )
-        colour = led_text.COLOURS[command.colour]
-        texts = list(command.lines) + [""] * (self.config.lines - len(command.lines))
+        colour = led_text.COLOURS.get(command.colour, "R")
+        texts += [""] * (self.config.lines - len(texts))
         return [
             led_text.encode(led_text.LedText(i + 1, text, colour), encoding=self.config.encoding)
             for i, text in enumerate(texts)
         ]
 
     async def command(self, command: DeviceCommand) -> None:
-        """Queue the text and wait (up to 3 s) until the board acknowledged it; health shows failures."""
+        """Queue the text and return at once: a slow or dead board never holds up the lane.
+
+        The board's acknowledgement shows in the health; `wait_shown()` waits for it.
+        """
         if not isinstance(command, ShowText):
             await super().command(command)
             return
         self._frames = self.frames_for(command)
         self._version += 1
-        version = self._version
         self._changed.set()
+
+    async def wait_shown(self, timeout: float = COMMAND_WAIT_S) -> bool:
+        """True once the board acknowledged the latest text (within `timeout` seconds)."""
         if self._shown_cond is None:
             self._shown_cond = asyncio.Condition()
+        version = self._version
         async with self._shown_cond:
             try:
-                await asyncio.wait_for(
-                    self._shown_cond.wait_for(lambda: self._shown >= version), COMMAND_WAIT_S
-                )
+                await asyncio.wait_for(self._shown_cond.wait_for(lambda: self._shown >= version), timeout)
+                return True
             except TimeoutError:
-                self.log.warning(
-                    "device %s: text not acknowledged within %.0f s", self.config.id, COMMAND_WAIT_S
-                )
+                return False
 
     async def _reply(self, reader: asyncio.StreamReader, replies: led_text.LedReplyDecoder) -> bool | None:
         """The board's answer to the frame just written: True ACK, False NAK, None nothing in time."""
