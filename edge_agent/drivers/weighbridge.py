@@ -173,6 +173,8 @@ class WeighbridgeDriver(SerialDriver):
             if isinstance(item, FrameError):
                 self.bad_frame(item)
                 continue
+            if isinstance(item, yaohua.YaohuaResponse) and item.address != self.config.address:
+                continue  # another indicator on a shared RS-485 line
             sample = sample_of(item)
             if sample is None:
                 continue

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_agent.codecs import toledo
+from edge_agent.codecs import toledo, yaohua
 from edge_agent.drivers.registry import create_driver
 from edge_agent.drivers.weighbridge import Sample, WeighbridgeDriver, WeighbridgeLogic
 from edge_agent.observations import WeightReading
@@ -314,3 +314,13 @@ async def test_drifting_zero_shows_in_the_empty_bridge_weight():
     assert (
         empties[0].empty and not empties[-1].empty
     )  # past the threshold the bridge no longer counts as empty
+
+
+def test_command_mode_ignores_answers_from_another_indicator_address():
+    out: list[WeightReading] = []
+    driver = WeighbridgeDriver(config(protocol="yaohua-command", address=2), out.append)
+    decoder = yaohua.YaohuaResponseDecoder()
+    driver.feed(yaohua.encode_response(yaohua.YaohuaResponse(1, "B", 9990.0)), 1.0, decoder)
+    assert out == []
+    driver.feed(yaohua.encode_response(yaohua.YaohuaResponse(2, "B", 12340.0)), 1.1, decoder)
+    assert [r.gross_kg for r in out] == [12340.0]
