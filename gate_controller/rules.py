@@ -629,16 +629,19 @@ def run_draw(facts: Facts) -> tuple[DrawRecord | None, list[Reason]]:
     for r in risk_hits(facts):
         if r.action is RiskAction.ALERT:
             risk_factor *= r.rate_factor
-    draw = perform_draw(
-        facts.epoch,
-        pass_no=p.pass_no,
-        transaction_id=facts.transaction_id,
-        rule_version=policy.rule_version,
-        base_rate=facts.settings.base_inspection_rate,
-        grade_factor=grade_factor,
-        risk_factor=risk_factor,
-        floor=policy.dishonest_floor if grade is CreditGrade.DISHONEST else 0.0,
-    )
+    try:
+        draw = perform_draw(
+            facts.epoch,
+            pass_no=p.pass_no,
+            transaction_id=facts.transaction_id,
+            rule_version=policy.rule_version,
+            base_rate=facts.settings.base_inspection_rate,
+            grade_factor=grade_factor,
+            risk_factor=risk_factor,
+            floor=policy.dishonest_floor if grade is CreditGrade.DISHONEST else 0.0,
+        )
+    except ValueError as exc:  # e.g. a pass number containing the "|" separator: no fair draw possible
+        return None, [missing(f"random draw impossible: {exc}")]
     if draw.selected:
         return draw, [
             Reason(code=C.I2_RANDOM_DRAW, detail=f"random draw u={draw.u:.6f} < rate {draw.rate:.4f}")

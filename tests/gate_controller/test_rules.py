@@ -583,6 +583,13 @@ CASES = [
     Case("online, old records still release", R, (), records=view(offline=False, age_s=90000)),
     Case("R2 enterprise missing", HM, ("R2",), records=view(enterprises=[])),
     Case(
+        "R2 pass number unusable for the draw",
+        HM,
+        ("R2",),
+        records=view(passes=[gate_pass(passportNo="Z2201E26112800000000|001")]),
+        cfg=config(base_rate=0.5),
+    ),
+    Case(
         "R3 no stable weight",
         HM,
         ("R3",),
