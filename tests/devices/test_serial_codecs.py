@@ -61,6 +61,26 @@ def test_toledo_leading_blanks_are_accepted_and_encoded():
     assert isinstance(toledo.ToledoDecoder().feed(bad)[0], FrameError)
 
 
+@pytest.mark.parametrize(
+    ("line", "weight", "tare", "net", "motion", "unit"),
+    [  # MT IND231 continuous lines, STX and CR stripped in the capture (PROTOCOLS.md §8)
+        ("40    046   000", 0.46, 0.0, False, False, "kg"),
+        ("49    072   046", 0.72, 0.46, True, True, "kg"),
+        ("1!!  1440   460", 14400.0, 4600.0, True, False, "g"),
+        ("2!1  1448   450", 1448.0, 450.0, True, False, "g"),
+    ],
+)
+def test_toledo_ind231_captured_lines(line, weight, tare, net, motion, unit):
+    [frame] = toledo.ToledoDecoder(with_checksum=False).feed(b"\x02" + line.encode() + b"\r")
+    assert (frame.weight, frame.tare_weight, frame.net, frame.motion, frame.unit) == (
+        weight,
+        tare,
+        net,
+        motion,
+        unit,
+    )
+
+
 def test_toledo_every_status_bit():
     frame = toledo.ToledoFrame(
         displayed=12345,
