@@ -70,8 +70,11 @@ class RfidReaderDriver(SerialDriver):
                 self.health.ok(now)
                 self.tag(item.epc, now)
             elif isinstance(item, chafon.ChafonResponse):
-                if item.command != chafon.CMD_INVENTORY:
-                    continue
+                mine = self.config.reader_address
+                if item.command != chafon.CMD_INVENTORY or (
+                    mine != chafon.BROADCAST and item.address != mine
+                ):
+                    continue  # not ours: another reader on a shared RS-485 line
                 tags = chafon.parse_inventory(item)
                 if isinstance(tags, FrameError):
                     self.bad_frame(tags)

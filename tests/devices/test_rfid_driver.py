@@ -212,3 +212,14 @@ async def test_reader_reconnects_after_restart():
             await sim2.close()
     finally:
         task.cancel()
+
+
+def test_answers_from_another_reader_address_are_ignored():
+    out: list[TagRead] = []
+    driver = RfidReaderDriver(config(reader_address=2), out.append)
+    data = chafon.inventory_data([chafon.InventoryTag(bytes.fromhex(EPC), 1, 0x60)], antenna=1)
+    decoder = driver.decoder()
+    driver.feed(chafon.encode_response(chafon.ChafonResponse(1, 1, chafon.STATUS_DONE, data)), 1.0, decoder)
+    assert out == []
+    driver.feed(chafon.encode_response(chafon.ChafonResponse(2, 1, chafon.STATUS_DONE, data)), 1.0, decoder)
+    assert [r.tag_id for r in out] == [EPC]
