@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import pty
 import random
 import termios
 import time
@@ -81,7 +82,7 @@ class PtyChannel(Channel):
     """
 
     def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
+        self.master, self.slave = pty.openpty()
         tty.setraw(self.slave)  # no echo, no CR/LF translation: a pty must behave like a plain wire
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self.slave)

@@ -24,12 +24,24 @@ from simulators.faults import Faults
 from simulators.scene import LaneScene
 from simulators.transport import SerialDeviceSimulator, TruckStream, fast_scene
 
+EXAMPLES = (
+    "Examples:\n\n"
+    "efence sim device weighbridge --protocol toledo --pty\n\n"
+    "efence sim device weighbridge --protocol yaohua --tcp 4001 --noise 0.01 --bad-checksum 0.01\n\n"
+    "efence sim device rfid --protocol chafon --tcp 4002\n\n"
+    "efence sim device led --pty\n\n"
+    "efence sim lane firmware_configs/zones/yangshan-port.yaml port-gate/in-1\n\n"
+    "Guide: docs/DEVICES.md"
+)
 app = typer.Typer(
-    help="Run device simulators (weighbridge, RFID, IO board, cameras, LED) on a pty or TCP port.",
+    help="Run device simulators (weighbridge, RFID, IO board, cameras, LED) on a pty or TCP port, speaking "
+    "the real device protocols, so a lane can be commissioned without hardware.",
+    epilog=EXAMPLES,
     no_args_is_help=True,
 )
 device_app = typer.Typer(
     help="Run ONE simulated serial device on a pseudo-terminal (--pty) or as serial-over-IP (--tcp PORT).",
+    epilog=EXAMPLES,
     no_args_is_help=True,
 )
 app.add_typer(device_app, name="device")
