@@ -41,7 +41,10 @@ LOCATION_THRESHOLD = 0.5
 PLATE_ASPECT = (2.0, 6.5)
 MIN_PLATE_HEIGHT_PX = 12
 #: Regions read per frame, most plate-like first (bounds the time per frame).
-MAX_REGIONS = 6
+MAX_REGIONS = 8
+#: An accepted read this sure on a region both localisers (or text + colour) agree on ends the
+#: search early; the regions after it are less plate-like and smaller.
+EARLY_STOP = 0.9
 
 COLOUR_FORMATS: dict[str, tuple[str, ...]] = {
     "blue": ("ordinary",),
@@ -171,6 +174,10 @@ def _text_candidates(boxes: list[TextBox]) -> list[PlateCandidate]:
     return out
 
 
+def _area(quad: np.ndarray) -> float:
+    return float(cv2.contourArea(quad.astype(np.float32)))
+
+
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over the smaller area of two quads' bounding boxes."""
     ax0, ay0 = a.min(axis=0)
@@ -271,7 +278,16 @@ class PlateReader:
             return PlateRead(None, 0.0, 0.0, None, None, "empty frame")
         cands = _colour_candidates(image) + _text_candidates(self.engine.detect(image))
         regions = [r for r in _group(cands) if r.location_confidence >= self.location_threshold]
-        regions.sort(key=lambda r: ("text" in r.sources, r.location_confidence), reverse=True)
+        for r in regions:
+            if r.colour == "unknown":
+                # A text line on a plate-coloured background is more plate-like than a sign.
+                r.colour = plate_colour(warp_quad(image, r.quads[0][0], 0.02, 0.08))
+                if r.colour != "unknown":
+                    r.location_confidence = max(r.location_confidence, 0.8)
+        # Most plate-like first, then the largest (nearest vehicle: the one in the lane).
+        regions.sort(
+            key=lambda r: ("text" in r.sources, r.location_confidence, _area(r.quads[0][0])), reverse=True
+        )
         if not regions:
             return PlateRead(
                 None, 0.0, 0.0, None, None, "no plate-like region", frame=image if keep_frame else None
@@ -280,7 +296,7 @@ class PlateReader:
         results: list[PlateRead] = []
         for region in regions[:MAX_REGIONS]:
             crops = self._crops(image, region)
-            colour = region.colour if region.colour != "unknown" else plate_colour(crops[0])
+            colour = region.colour
             formats = COLOUR_FORMATS.get(colour, COLOUR_FORMATS["unknown"])
             votes: dict[str, float] = defaultdict(float)
             best_score: dict[str, float] = defaultdict(float)
@@ -324,6 +340,8 @@ class PlateReader:
                     votes=[(t, round(w, 4)) for t, w in ranked],
                 )
             )
+            if accepted and conf >= EARLY_STOP and region.location_confidence >= 0.8:
+                break  # a clear plate on a plate-like region: the smaller regions are not needed
         if not results:
             return PlateRead(
                 None,

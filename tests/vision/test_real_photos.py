@@ -78,7 +78,7 @@ def test_degraded_plate_is_read_or_rejected_never_misread(plate_reader, name: st
         line.split(",")[:2] for line in (folder / "labels.csv").read_text(encoding="utf-8").splitlines()[1:]
     )[name]
     img = cv2.imread(str(folder / name))
-    for scale, blur in ((0.25, 5), (0.18, 3), (0.12, 1)):
+    for scale, blur in ((0.2, 5), (0.12, 1)):
         small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (blur, blur), 0)
         degraded = cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -88,9 +88,9 @@ def test_degraded_plate_is_read_or_rejected_never_misread(plate_reader, name: st
 
 def test_readers_do_not_cross_read(plate_reader, container_reader) -> None:
     """Container photos hold no Chinese plate; plate photos hold no container number."""
-    for path in sorted(data_dir("containers").glob("*.jpg"))[:6]:
+    for path in sorted(data_dir("containers").glob("*.jpg"))[::4]:
         assert plate_reader.read(cv2.imread(str(path)), keep_frame=False).text is None, path
-    for path in sorted(data_dir("plates").glob("*.jpg"))[:6]:
+    for path in sorted(data_dir("plates").glob("*.jpg"))[::12]:
         assert container_reader.read(cv2.imread(str(path)), keep_frame=False).number is None, path
 
 
@@ -100,3 +100,31 @@ def test_blank_frame_rejected(plate_reader, container_reader) -> None:
     blank = np.full((480, 640, 3), 127, np.uint8)
     assert plate_reader.read(blank).text is None
     assert container_reader.read(blank).number is None
+
+
+def test_small_plate_in_large_gate_frame_read_or_rejected(plate_reader) -> None:
+    """Gate cameras see small plates in big frames: paste real plates into a 1080p scene."""
+    import json
+
+    import numpy as np
+
+    folder = data_dir("plates")
+    ann = json.loads((folder / "annotations.json").read_text(encoding="utf-8"))
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for a in ann[::6]:
+        img = cv2.imread(str(folder / a["filename"]))
+        x0, y0, x1, y1 = a["bbox_xyxy"]
+        mx, my = int((x1 - x0) * 0.6), y1 - y0
+        patch = img[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx]
+        s = rng.uniform(30, 45) / (y1 - y0)
+        patch = cv2.resize(patch, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        scene = np.full((1080, 1920, 3), (60, 70, 80), np.uint8)
+        scene = cv2.add(scene, rng.integers(0, 30, scene.shape, dtype=np.uint8))
+        cv2.putText(scene, "CUSTOMS LANE 3", (200, 200), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
+        px, py = int(rng.uniform(600, 1200)), int(rng.uniform(600, 900))
+        scene[py : py + patch.shape[0], px : px + patch.shape[1]] = patch
+        got = plate_reader.read(scene, keep_frame=False).text
+        assert got in (None, a["plate_text"]), (a["filename"], got)
+        outcomes.append(got == a["plate_text"])
+    assert sum(outcomes) >= 0.75 * len(outcomes)
