@@ -337,32 +337,42 @@ class SqliteStore:
                     continue
                 res.inserted += 1
                 self._apply(db, env, now, res)
-                db.execute(
-                    "UPDATE agents SET last_seen_at=? WHERE agent_id=?",
-                    (iso(now), env.agent_id),
-                )
+            db.executemany(
+                "UPDATE agents SET last_seen_at=? WHERE agent_id=?", [(iso(now), a) for a in sorted(touched)]
+            )
             for agent_id in touched:
                 self._advance(db, agent_id, res)
         return res
 
     def _advance(self, db: sqlite3.Connection, agent_id: str, res: IngestResult) -> None:
-        row = db.execute("SELECT contiguous_seq FROM agent_seq WHERE agent_id=?", (agent_id,)).fetchone()
-        c = int(row[0]) if row else 0
+        """Move the agent's contiguous seq over what is stored now; note the holes above it (≤ 20)."""
+        row = db.execute(
+            "SELECT contiguous_seq, max_seq FROM agent_seq WHERE agent_id=?", (agent_id,)
+        ).fetchone()
+        c, top = (int(row[0]), int(row[1])) if row else (0, 0)
+        gaps: list[tuple[int, int]] = []
+        page = 5000
         while True:
             seqs = [
                 r[0]
                 for r in db.execute(
-                    "SELECT seq FROM events WHERE agent_id=? AND seq>? ORDER BY seq LIMIT 2000", (agent_id, c)
+                    "SELECT seq FROM events WHERE agent_id=? AND seq>? ORDER BY seq LIMIT ?",
+                    (agent_id, c, page),
                 )
             ]
-            moved = 0
+            prev = c
             for s in seqs:
-                if s != c + 1:
-                    break
-                c, moved = s, moved + 1
-            if moved < len(seqs) or len(seqs) < 2000:
+                if s == prev + 1 and not gaps:
+                    c = s
+                elif s > prev + 1 and len(gaps) < 20:
+                    gaps.append((prev + 1, s - 1))
+                prev = s
+            if seqs:
+                top = max(top, seqs[-1])
+            if gaps or len(seqs) < page:
                 break
-        top = db.execute("SELECT max(seq) FROM events WHERE agent_id=?", (agent_id,)).fetchone()[0] or 0
+        if len(seqs) == page:  # more stored above this page: the true top comes from the index
+            top = db.execute("SELECT max(seq) FROM events WHERE agent_id=?", (agent_id,)).fetchone()[0] or top
         db.execute(
             "INSERT INTO agent_seq (agent_id, contiguous_seq, max_seq) VALUES (?,?,?) "
             "ON CONFLICT(agent_id) DO UPDATE SET contiguous_seq=excluded.contiguous_seq, max_seq=excluded.max_seq",
@@ -371,16 +381,6 @@ class SqliteStore:
         res.contiguous[agent_id] = c
         res.max_seq[agent_id] = top
         if top > c:
-            gaps: list[tuple[int, int]] = []
-            prev = c
-            for (s,) in db.execute(
-                "SELECT seq FROM events WHERE agent_id=? AND seq>? ORDER BY seq LIMIT 5000", (agent_id, c)
-            ):
-                if s > prev + 1:
-                    gaps.append((prev + 1, s - 1))
-                    if len(gaps) >= 20:
-                        break
-                prev = s
             res.gaps[agent_id] = gaps
 
     def abandon_gap(

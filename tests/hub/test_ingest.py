@@ -12,6 +12,8 @@ import aiomqtt
 import httpx
 
 from central_monitor.hub import Hub
+from central_monitor.ingest import Ingest, IngestConfig
+from central_monitor.store import SqliteStore
 from efence.contract import (
     CommandResult,
     HubAck,
@@ -202,3 +204,31 @@ async def test_command_signed_published_and_result_tracked(tmp_path: Path, zone:
         async with logged_in(hub, "admin") as admin:
             audit = (await admin.get("/api/audit")).json()
         assert any(a["action"] == "command.regather" for a in audit)
+
+
+async def test_shared_subscription_workers_split_the_stream_over_one_store(tmp_path: Path, zone: str) -> None:
+    """Two ingest workers in one MQTT 5 share group: each event stored once, acks reach the top."""
+    store = SqliteStore(tmp_path / "shared.db")
+    group = f"g{uuid.uuid4().hex[:8]}"
+    workers = [
+        Ingest(
+            store, IngestConfig(client_id=f"test-w{i}-{group}", shared_group=group, persistent_session=False)
+        )
+        for i in range(2)
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for w in workers:
+            await asyncio.wait_for(w.connected.wait(), 5)
+        async with fake_agent(zone) as agent:
+            for seq in range(1, 41):
+                await agent.send(event(agent.agent_id, seq))
+            await agent.next_on("ack", where=acked(40), timeout=10)
+        stored = [w.metrics.counters["stored"] for w in workers]
+        assert sum(stored) == 40 and all(n > 0 for n in stored), stored  # both took part, none twice
+        assert store.health()["counts"]["events"] == 40
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
