@@ -35,6 +35,7 @@ from efence.contract import (
     RecordDelta,
     SignedCommand,
     Topics,
+    agent_http_auth,
     verify_command,
 )
 from firmware_configs.schema import Checkpoint, Zone
@@ -203,7 +204,11 @@ class EdgeAgent:
             while True:
                 if self._sync_needed.is_set():
                     try:
-                        await self.records.sync_from_hub(client, self.hub_url)
+                        await self.records.sync_from_hub(
+                            client,
+                            self.hub_url,
+                            lambda m, p: agent_http_auth(self.agent_id, self.command_key, m, p),
+                        )
                         self._sync_needed.clear()
                     except (httpx.HTTPError, ValueError, GapDetected) as exc:
                         log.warning(

@@ -115,7 +115,10 @@ class LaneRuntime:
                     return
                 self._arm = (up, down)
                 event = gc.BarrierPosition(arm_up=up, arm_down=down)
-            case WeightReading(gross_kg=kg, stable=stable) if kg is not None and not obs.signal_lost:
+            case WeightReading(gross_kg=kg, stable=stable) if (
+                kg is not None and not obs.signal_lost and not obs.empty
+            ):
+                # an empty bridge is not a vehicle's weight: the controller waits for a loaded, stable reading
                 event = gc.WeightRead(kg=kg, stable=stable)
             case TagRead(role="e_plate", tag_id=tag):
                 event = gc.EPlateRead(epc=tag)

@@ -9,7 +9,7 @@ decision names both, and records older than the configured bound make the contro
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,12 +140,19 @@ class RecordCache:
             lambda c: (c.execute("BEGIN"), self._set_meta(c, self._version(c)), c.execute("COMMIT"))
         )
 
-    async def sync_from_hub(self, client: httpx.AsyncClient, hub_url: str) -> int:
-        """Pull what is missing (deltas, or a snapshot when the hub says so) until current. Returns the seq held."""
+    async def sync_from_hub(
+        self, client: httpx.AsyncClient, hub_url: str, auth: Callable[[str, str], str] | None = None
+    ) -> int:
+        """Pull what is missing (deltas, or a snapshot when the hub says so) until current. Returns the seq held.
+
+        `auth(method, path)` gives the `Authorization` header (the agent signs with its checkpoint key).
+        """
+        path = f"/api/records/{self.zone}"
         while True:
             have = await self.db.run(self._version)
+            headers = {"Authorization": auth("GET", path)} if auth else {}
             resp = await client.get(
-                f"{hub_url.rstrip('/')}/api/records/{self.zone}", params={"after": have}, timeout=10
+                f"{hub_url.rstrip('/')}{path}", params={"after": have}, headers=headers, timeout=10
             )
             resp.raise_for_status()
             page = decode(RecordPage, resp.content)

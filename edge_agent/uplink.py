@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
-from edge_agent.drivers.base import backoff_delays
+from edge_agent.drivers.base import backoff_delays, raise_if_cancelling
 from edge_agent.outbox import Outbox
 from efence.contract import (
     AgentStatus,
@@ -98,6 +98,7 @@ class Uplink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 — the link must come back whatever broke it
+                raise_if_cancelling()
                 self.connected = False
                 self._client = None
                 delay = next(delays)

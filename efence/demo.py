@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.agent import EdgeAgent
+from efence.contract import RecordKind
 from efence.embedded_broker import embedded_broker, free_port
 from firmware_configs.devices import (
     ContainerCameraConfig,
@@ -156,15 +157,24 @@ async def start_cameras(rig: LaneRig, receiver_port: int) -> None:
         rig.sims.append(sim)
 
 
-async def feed_traffic(
-    rig: LaneRig, generator: TrafficGenerator, import_records: Callable, settings: DemoSettings
-) -> None:
-    """Send vehicles down one lane: first their records to the hub (replicated to the edge), then the truck."""
+async def feed_traffic(rig: LaneRig, generator: TrafficGenerator, hub: Any, settings: DemoSettings) -> None:
+    """Send vehicles down one lane: first their records to the hub (replicated to the edge), then the truck.
+
+    A truck's previous pass that never crossed (it was held or refused) is voided, as customs would,
+    so the lane never matches a stale pass.
+    """
     rng = random.Random(f"{rig.key}/{settings.seed}")
     await asyncio.sleep(rng.uniform(1.0, settings.first_vehicle_within_s))
     while True:
         trip = generator.trip(rig.lane)
-        await import_records(rig.zone.id, trip.records)
+        records = list(trip.records)
+        if trip.superseded_pass:
+            old = await hub.store.acall(
+                hub.store.get_record, rig.zone.id, RecordKind.GATE_PASS, trip.superseded_pass
+            )
+            if old and str(old.get("stucd")) in ("0", "1"):
+                records.insert(0, ("gate_pass", trip.superseded_pass, {**old, "stucd": "6"}))
+        await hub.import_records(rig.zone.id, records)
         await asyncio.sleep(1.0)  # the pass is applied for before the truck turns up
         rig.scene.arrive(trip.vehicle)
         log.debug("%s: %s arrives (%s)", rig.key, trip.vehicle.plate, trip.anomaly or "clean")
@@ -251,7 +261,7 @@ async def run_demo(settings: DemoSettings, on_ready: Callable[[DemoInfo], None] 
                         if hasattr(sim, "run"):
                             tg.create_task(sim.run(), name=f"sim {rig.key}")
                     tg.create_task(
-                        feed_traffic(rig, generators[rig.zone.id], hub.import_records, settings),
+                        feed_traffic(rig, generators[rig.zone.id], hub, settings),
                         name=f"traffic {rig.key}",
                     )
                 if on_ready:

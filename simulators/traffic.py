@@ -19,7 +19,17 @@ from simulators.scene import VehicleSpec
 PROVINCES = "沪沪沪沪苏浙皖鲁闽"
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # GA 36-2018: no I or O
 OWNER_CODES = ("TGHU", "MSCU", "CSNU", "OOLU", "CMAU", "EGHU", "TCNU", "MAEU")
-GRADES = ("advanced_certified", "general_certified", "general_credit", "general_credit", "dishonest")
+# (credit grade, share of trips): most traffic comes from certified enterprises, very little from dishonest ones
+ENTERPRISE_MIX = (
+    ("advanced_certified", 25),
+    ("advanced_certified", 15),
+    ("general_certified", 20),
+    ("general_certified", 12),
+    ("general_credit", 12),
+    ("general_credit", 8),
+    ("general_credit", 6),
+    ("dishonest", 2),
+)
 CUSTOMS_CODE = {
     "waigaoqiao-ftz": "2218",
     "waigaoqiao-park": "2225",
@@ -44,6 +54,7 @@ class Trip:
     vehicle: VehicleSpec
     records: list[tuple[str, str, dict[str, Any]]]  # (kind, key, record)
     anomaly: str | None
+    superseded_pass: str | None = None  # the truck's previous pass: void it at the hub if it was never used
 
 
 @dataclass
@@ -63,11 +74,14 @@ class TrafficGenerator:
             {
                 "etpsNo": f"{self.code}{self.rng.randrange(10**5, 10**6)}{i:02d}",
                 "etpsNm": f"{self.zone.name_zh}物流企业{i + 1}号",
-                "creditGrade": GRADES[i % len(GRADES)] if i else "advanced_certified",
+                "creditGrade": grade,
             }
-            for i in range(8)
+            for i, (grade, _share) in enumerate(ENTERPRISE_MIX)
         ]
+        self.enterprise_weights = [share for _grade, share in ENTERPRISE_MIX]
         self.fleet = [self._vehicle(i) for i in range(self.fleet_size)]
+        self._rotation: list[dict[str, Any]] = []
+        self.open_passes: dict[str, str] = {}  # plate → its latest pass number (to void if never used)
 
     # ------------------------------------------------------------------ fleet
     def _plate(self) -> str:
@@ -87,6 +101,12 @@ class TrafficGenerator:
             "status": "active",
             "cardId": f"{self.rng.getrandbits(40):010X}",
         }
+
+    def _next_vehicle(self) -> dict[str, Any]:
+        """Each truck of the fleet once per round, in a fresh order: a truck is never in two lanes at once."""
+        if not self._rotation:
+            self._rotation = self.rng.sample(self.fleet, len(self.fleet))
+        return self._rotation.pop()
 
     def _container(self) -> str:
         first = self.rng.choice(OWNER_CODES) + f"{self.rng.randrange(10**6):06d}"
@@ -139,7 +159,7 @@ class TrafficGenerator:
         r = self.rng
         anomaly = self._roll_anomaly()
         records: list[tuple[str, str, dict[str, Any]]] = []
-        v = self.fleet[r.randrange(len(self.fleet))]
+        v = self._next_vehicle()
         if anomaly == "blacklisted":  # a stranger on the blacklist, not a fleet truck: the fleet stays usable
             v = self._vehicle(r.randrange(len(self.enterprises)))
             records.append(
@@ -163,7 +183,7 @@ class TrafficGenerator:
         cargo = 0 if empty else r.randrange(6_000, 24_000, 10)
         box_tare = 3_800 * sum(1 for b in boxes if b)
         total = v["vehicleWt"] + box_tare + cargo
-        ent = self.enterprises[r.randrange(len(self.enterprises))]
+        ent = r.choices(self.enterprises, weights=self.enterprise_weights)[0]
         pass_no = self._pass_no(lane.direction, now)
         bill = f"{r.choice(('COSU', 'MEDU', 'OOLU'))}{r.randrange(10**9):09d}"
         if empty:
@@ -238,8 +258,10 @@ class TrafficGenerator:
             plate_shown = v["vehicleNo"][:-1] + ("8" if v["vehicleNo"][-1] != "8" else "3")
         elif anomaly == "overweight":
             gross = total + max(1_500, int(total * 0.08))
+        superseded = self.open_passes.pop(v["vehicleNo"], None)
         if anomaly != "no_pass":
             records.append(("gate_pass", pass_no, gate_pass))
+            self.open_passes[v["vehicleNo"]] = pass_no
         vehicle = VehicleSpec(
             plate=v["vehicleNo"],
             epc=v["vehicleIcNo"],
@@ -250,4 +272,4 @@ class TrafficGenerator:
             plate_shown=plate_shown,
             fault_weight_never_settles=anomaly == "never_settles",
         )
-        return Trip(vehicle=vehicle, records=records, anomaly=anomaly)
+        return Trip(vehicle=vehicle, records=records, anomaly=anomaly, superseded_pass=superseded)

@@ -55,6 +55,17 @@ class Driver(ABC):
         return {"type": self.config.type, **self.health.snapshot()}
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed (some client `connect()`s catch CancelledError).
+
+    Without this a driver whose lane is shutting down would carry on reconnecting, and the TaskGroup
+    waiting for it would never finish: Ctrl-C would not stop the agent.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def backoff_delays(max_s: float, *, first_s: float = 0.2, factor: float = 2.0, jitter: float = 0.2):
     """Exponential back-off with jitter, capped: 0.2, 0.4, 0.8, … max_s, max_s, …"""
     delay = first_s
@@ -82,6 +93,7 @@ async def supervise(
             raise
         except Exception as exc:  # noqa: BLE001 — any device failure must lead to a reconnect, never a dead lane
             reason = f"{type(exc).__name__}: {exc}"
+        raise_if_cancelling()
         health.counters["reconnects"] += 1
         if health.failed(reason) and on_down:
             on_down()
