@@ -157,7 +157,7 @@ def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
             shape = min(1.0, fill / 0.8) * math.exp(-abs(math.log(aspect / 3.2)))
             # Colour alone is weak evidence (car bodies, signs, sky); text agreement lifts it.
             out.append(
-                PlateCandidate(quad, location_confidence=0.3 + 0.2 * shape, sources={"colour"}, colour=name)
+                PlateCandidate(quad, location_confidence=0.4 + 0.2 * shape, sources={"colour"}, colour=name)
             )
     return out
 
