@@ -185,7 +185,7 @@ function laneCard(l) {
       <button class="warnbtn" data-act="escalate" data-lane="${esc(key)}" title="Divert to inspection">查验 Divert</button>
       <button class="ghost" data-act="regather" data-lane="${esc(key)}" title="Re-gather reads">重采</button></div>` : "";
   return `<div class="lane v-${esc(l.last_verdict || "none")}${l.agent_online === false ? " offline" : ""}" data-lane="${esc(key)}">
-    <div class="lane-head"><span><b>${esc((a && a.name) || l.checkpoint)}</b> · ${esc(l.name || l.lane)}</span><span>${dir} · ${l.line === "first" ? "一线" : "二线"}</span></div>
+    <div class="lane-head"><span title="${esc((a && a.name) || l.checkpoint)} · ${esc(l.name || l.lane)}"><b>${esc((a && a.name) || l.checkpoint)}</b> · ${esc(l.name || l.lane)}</span><span>${dir} · ${l.line === "first" ? "一线" : "二线"}</span></div>
     <div class="lane-main"><span class="light ${esc(l.light || "")}" title="light ${esc(l.light)}"></span>${l.last_transaction_id ? `${plateHtml(l.last_plate)} ${badge(l.last_verdict, true)}` : `<span class="muted">空闲 idle · ${esc(l.state || "")}</span>`}</div>
     <div class="lane-foot"><span class="reasons">${esc((l.last_reasons || []).join(" "))}</span>
       <span class="barrier">${l.locked ? "<b class=\"locked\">锁定 locked</b> " : ""}道闸 ${esc(l.barrier || "?")} · ${esc(ago(l.last_decided_at))}</span></div>
