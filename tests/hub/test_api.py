@@ -172,3 +172,22 @@ async def test_import_api_reports_row_errors_and_imports_nothing(
     assert [(e["row"], e["field"]) for e in errs] == [(1, "creditGrade"), (3, "etpsNo"), (3, "creditGrade")]
     assert "advanced_certified" in errs[0]["expected"]
     assert store.records_page(zone, 0).deltas == []
+
+
+async def test_inspection_override_needs_a_second_officer(
+    app_client: httpx.AsyncClient, store: SqliteStore, zone: str
+) -> None:
+    store.ingest([tx_event(f"{zone}/cp1", 1, "t-i2", verdict="HOLD_INSPECTION", reasons=["I2"])])
+    op = await token(app_client, "operator")
+    body = {"agent_id": f"{zone}/cp1", "lane": "L1", "action": "manual_release", "transaction_id": "t-i2"}
+    r = await app_client.post("/api/commands", json=body, headers=op)
+    assert r.status_code == 409 and "second officer" in r.json()["detail"]
+    same = {**body, "second_username": "operator", "second_password": "operator-password"}
+    assert (await app_client.post("/api/commands", json=same, headers=op)).status_code == 403
+    viewer = {**body, "second_username": "viewer", "second_password": "viewer-password"}
+    assert (await app_client.post("/api/commands", json=viewer, headers=op)).status_code == 403
+    wrong = {**body, "second_username": "supervisor", "second_password": "guess"}
+    assert (await app_client.post("/api/commands", json=wrong, headers=op)).status_code == 403
+    good = {**body, "second_username": "supervisor", "second_password": "supervisor-password"}
+    r = await app_client.post("/api/commands", json=good, headers=op)
+    assert r.status_code == 503 and "broker" in r.json()["detail"]  # passed the check; this app has no broker

@@ -74,3 +74,56 @@ def test_audit_verify_passes_then_catches_tampering(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "entry 2" in r.output and "NOT intact" in r.output
     assert runner.invoke(audit.app, ["verify", "--db", str(tmp_path / "missing.db")]).exit_code == 2
+
+
+def test_hub_run_serves_and_stops_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import httpx
+
+    from .hubkit import free_port
+
+    port = free_port()
+    db = tmp_path / "hub.db"
+    r = runner.invoke(
+        hub.app, ["create-admin", "admin", "--db", str(db)], env={"EFENCE_ADMIN_PASSWORD": "s3cret-pass"}
+    )
+    assert r.exit_code == 0
+    code = "import sys; from efence.commands.hub import app; sys.argv[0] = 'efence hub'; app()"
+    cmd = [sys.executable, "-c", code, "run", "--db", str(db), "--port", str(port),
+           "--client-id", f"test-cli-hub-{uuid.uuid4().hex[:6]}", "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 20
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).json()
+                if health["broker"]["connected"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert health and health["ok"] and health["store"]["ok"], health
+        login = {"username": "admin", "password": "s3cret-pass"}
+        token = httpx.post(f"http://127.0.0.1:{port}/api/login", json=login).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        # a dashboard is still connected to the live stream when Ctrl-C comes
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{port}/api/stream", headers=headers, timeout=10
+        ) as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_lines()).startswith("retry:")
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            proc.wait(timeout=5)
+        assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
