@@ -273,11 +273,17 @@ class ContainerReader:
                         (i, j, k) for k, c in enumerate(boxes) if k not in (i, j) and self._follows(b, c)
                     )
         found: dict[str, tuple[float, bool, tuple[int, ...]]] = {}
+        tried: set[tuple[tuple[int, ...], str]] = set()
         for chain in chains:
             for last, last_texts in ((probs_plain, texts), (probs_wide, wide_texts)):
                 raw = "".join(texts[i] for i in chain[:-1]) + last_texts[chain[-1]]
-                if not (8 <= len(raw) <= 11 + 2 * MAX_EDITS):
+                # Cheap shape test before the Viterbi pass: 4 letters + 7 digits, give or take.
+                digits = sum(c.isdigit() for c in raw)
+                if not (8 <= len(raw) <= 11 + 2 * MAX_EDITS) or digits < 5 or len(raw) - digits < 2:
                     continue
+                if (chain, raw) in tried:
+                    continue
+                tried.add((chain, raw))
                 seq = [probs_plain[i] for i in chain[:-1]] + [last[chain[-1]]]
                 result = self._decode(np.concatenate(seq, axis=0))
                 if result is None:
