@@ -109,6 +109,7 @@ class Ingest:
         self._acks: dict[str, int] = {}  # latest ack per agent waiting to be published
         self._ack_wakeup = asyncio.Event()
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes waiting for a connection
+        self._deltas: asyncio.Queue[RecordDelta] = asyncio.Queue()
         self.last_error: str = ""
 
     # ----------------------------------------------------------------- lifecycle
@@ -118,6 +119,7 @@ class Ingest:
             tg.create_task(self._batcher(), name="hub-batcher")
             tg.create_task(self._gap_ticker(), name="hub-gaps")
             tg.create_task(self._acker(), name="hub-acks")
+            tg.create_task(self._delta_publisher(), name="hub-deltas")
 
     def _status(self, online: bool) -> bytes:
         return HubStatus(online=online, instance_id=self.instance_id, started_at=self.started_at).to_bytes()
@@ -380,8 +382,20 @@ class Ingest:
         return False
 
     async def publish_delta(self, delta: RecordDelta) -> None:
-        """Record deltas go out in seq order per zone (QoS 1); an edge that misses one pulls over HTTP."""
-        await self.publish(Topics.records(delta.zone), delta.to_bytes(), qos=1)
+        """Queue a record delta; one task publishes them in the order queued (= seq order, as callers queue
+        right after their store call returns), QoS 1, waiting out broker outages. An edge that still
+        misses one sees the seq gap and pulls over HTTP."""
+        self._deltas.put_nowait(delta)
+
+    async def _delta_publisher(self) -> None:
+        while True:
+            delta = await self._deltas.get()
+            while True:
+                await self.connected.wait()
+                if await self._try_publish(Topics.records(delta.zone), delta.to_bytes(), qos=1):
+                    self.metrics.counters["deltas_published"] += 1
+                    break
+                await asyncio.sleep(0.5)
 
     async def _flush_pending(self, client: aiomqtt.Client) -> None:
         pending, self._pending = self._pending, []

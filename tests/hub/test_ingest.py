@@ -232,3 +232,16 @@ async def test_shared_subscription_workers_split_the_stream_over_one_store(tmp_p
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         store.close()
+
+
+async def test_ingest_reconnects_after_losing_the_broker_session(tmp_path: Path, zone: str) -> None:
+    async with running_hub(tmp_path) as hub, fake_agent(zone) as agent:
+        await agent.send(event(agent.agent_id, 1))
+        await agent.next_on("ack", where=acked(1))
+        # another client taking over the hub's client id makes the broker drop the hub's connection
+        async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=hub.ingest.config.client_id):
+            await wait_for(lambda: not hub.ingest.connected.is_set(), timeout=5)
+        await asyncio.wait_for(hub.ingest.connected.wait(), 10)
+        assert hub.ingest.metrics.counters["connects"] >= 2
+        await agent.send(event(agent.agent_id, 2))
+        await agent.next_on("ack", where=acked(2))
