@@ -262,7 +262,8 @@ class SerialDeviceSimulator(ABC):
             try:
                 if self.faults.disconnect_every_s and isinstance(channel, TcpChannel):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.session(channel), self.faults.disconnect_every_s)
+                        async with asyncio.timeout(self.faults.disconnect_every_s):
+                            await self.session(channel)
                 else:
                     await self.session(channel)
             except (ConnectionError, OSError) as exc:

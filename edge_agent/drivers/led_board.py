@@ -92,7 +92,8 @@ class LedBoardDriver(SerialDriver):
         version = self._version
         async with self._shown_cond:
             try:
-                await asyncio.wait_for(self._shown_cond.wait_for(lambda: self._shown >= version), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._shown_cond.wait_for(lambda: self._shown >= version)
                 return True
             except TimeoutError:
                 return False
@@ -102,7 +103,8 @@ class LedBoardDriver(SerialDriver):
         deadline = time.monotonic() + ACK_TIMEOUT_S
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                data = await asyncio.wait_for(reader.read(64), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel on 3.11
+                    data = await reader.read(64)
             except TimeoutError:
                 return None
             if not data:

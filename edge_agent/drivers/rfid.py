@@ -115,7 +115,8 @@ class RfidReaderDriver(SerialDriver):
                     )
                     break
                 try:
-                    data = await asyncio.wait_for(reader.read(4096), remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel on 3.11
+                        data = await reader.read(4096)
                 except TimeoutError:
                     continue
                 if not data:

@@ -204,7 +204,8 @@ class WeighbridgeDriver(SerialDriver):
                 next_poll = now + poll_s
             timeout = tick if request is None else max(0.0, min(tick, next_poll - now))
             try:
-                data = await asyncio.wait_for(reader.read(4096), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                    data = await reader.read(4096)
             except TimeoutError:
                 data = None
             now = time.monotonic()

@@ -324,3 +324,20 @@ def test_command_mode_ignores_answers_from_another_indicator_address():
     assert out == []
     driver.feed(yaohua.encode_response(yaohua.YaohuaResponse(2, "B", 12340.0)), 1.1, decoder)
     assert [r.gross_kg for r in out] == [12340.0]
+
+
+async def test_driver_stops_promptly_when_cancelled_under_a_full_rate_stream():
+    """asyncio.wait_for on Python 3.11 can swallow a cancellation that races with a completed read;
+    a driver that ignored its cancel would keep an agent from shutting down."""
+    cfg = config(serial={"port": "x", "baudrate": 115200})
+    sim = WeighbridgeSimulator(cfg, rate_hz=640)
+    port = await sim.serve_tcp("127.0.0.1", 0)
+    try:
+        for _ in range(8):
+            driver, _out, task = await _drive(sim, f"socket://127.0.0.1:{port}", cfg)
+            await until(lambda driver=driver: driver.health.counters["frames_ok"] > 30, 5)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            assert task in done and task.cancelled()
+    finally:
+        await sim.close()
