@@ -189,8 +189,9 @@ async def test_never_settling_weight_is_never_stable():
     assert not any(r.stable and r.gross_kg and r.gross_kg > 1000 for r in out)
 
 
-async def test_signal_lost_when_the_indicator_goes_quiet_and_back_when_it_talks_again():
-    cfg = config(signal_lost_s=0.6)
+@pytest.mark.parametrize("protocol", ["toledo", "sma"])  # streamed, and polled (requests go unanswered)
+async def test_signal_lost_when_the_indicator_goes_quiet_and_back_when_it_talks_again(protocol):
+    cfg = config(protocol=protocol, signal_lost_s=0.6)
     sim, _ = fast_sim(cfg, Faults(silence_after_s=0.8, silence_for_s=1.5))
     port = await sim.serve_tcp("127.0.0.1", 0)
     driver, out, task = await _drive(sim, f"socket://127.0.0.1:{port}", cfg)
