@@ -83,6 +83,7 @@ class SerialDriver(Driver):
         super().__init__(*args, **kwargs)
         self.ratelog = RateLimitedLog(self.log)
         self.connected = False
+        self.stopping = getattr(self, "stopping", False)  # set by the agent at shutdown (see `supervise`)
 
     async def run(self) -> None:
         if not self.config.enabled:
