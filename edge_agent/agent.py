@@ -4,6 +4,7 @@ stops it all and a crashed piece cancels its siblings instead of leaving a half-
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -160,6 +161,7 @@ class EdgeAgent:
         )
         try:
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._shutdown_sentinel(), name="shutdown")
                 tg.create_task(self.uplink.run(), name="uplink")
                 tg.create_task(self._records_loop(), name="records")
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
@@ -172,6 +174,14 @@ class EdgeAgent:
                 await receiver.stop()
             self.outbox.close()
             self.records.close()
+
+    async def _shutdown_sentinel(self) -> None:
+        """Cancelled with its siblings at shutdown: tells every driver to stop reconnecting."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for driver in self.drivers.values():
+                driver.stopping = True
 
     def _install_epoch(self) -> None:
         """Start a random-draw epoch: the key stays on disk, only its commitment is published now."""
@@ -219,14 +229,12 @@ class EdgeAgent:
                         )
                 if self.uplink.online and not self._sync_needed.is_set():
                     self.records_fresh_at = datetime.now(UTC)
-                try:
-                    await asyncio.wait_for(
-                        self._sync_needed.wait(), timeout=2.0 if self._sync_needed.is_set() else 1.0
-                    )
-                    if self._sync_needed.is_set():
-                        await asyncio.sleep(1.0)
-                except TimeoutError:
-                    pass
+                if self._sync_needed.is_set():
+                    await asyncio.sleep(2.0)  # retry a failed sync soon, not in a tight loop
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await self._sync_needed.wait()
 
     async def handle_record_delta(self, delta: RecordDelta) -> None:
         try:

@@ -7,12 +7,26 @@ class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.outbox_depth = Gauge("efence_outbox_depth", "Events waiting for the hub's acknowledgement", registry=r)
-        self.outbox_oldest_age = Gauge("efence_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r)
-        self.outbox_shed = Gauge("efence_outbox_shed_total", "Telemetry events shed because the outbox was full", registry=r)
-        self.record_version = Gauge("efence_record_version", "Replication seq of the local record cache", registry=r)
-        self.record_age = Gauge("efence_record_age_seconds", "Seconds since the record cache was known to match the hub", registry=r)
-        self.uplink_connected = Gauge("efence_uplink_connected", "1 while connected to the broker and the hub is alive", registry=r)
+        self.outbox_depth = Gauge(
+            "efence_outbox_depth", "Events waiting for the hub's acknowledgement", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "efence_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r
+        )
+        self.outbox_shed = Gauge(
+            "efence_outbox_shed_total", "Telemetry events shed because the outbox was full", registry=r
+        )
+        self.record_version = Gauge(
+            "efence_record_version", "Replication seq of the local record cache", registry=r
+        )
+        self.record_age = Gauge(
+            "efence_record_age_seconds",
+            "Seconds since the record cache was known to match the hub",
+            registry=r,
+        )
+        self.uplink_connected = Gauge(
+            "efence_uplink_connected", "1 while connected to the broker and the hub is alive", registry=r
+        )
         self.decisions = Counter("efence_decisions_total", "Lane verdicts", ["lane", "verdict"], registry=r)
         self.decision_seconds = Histogram(
             "efence_decision_seconds",
@@ -22,6 +36,12 @@ class AgentMetrics:
             registry=r,
         )
         self.device_up = Gauge("efence_device_up", "1 up, 0 down, -1 unknown", ["lane", "device"], registry=r)
-        self.device_bad_frames = Gauge("efence_device_bad_frames", "Corrupted frames rejected", ["lane", "device"], registry=r)
-        self.commands = Counter("efence_commands_total", "Operator commands by outcome", ["outcome"], registry=r)
-        self.rejected_messages = Counter("efence_rejected_messages_total", "Malformed MQTT messages rejected", registry=r)
+        self.device_bad_frames = Gauge(
+            "efence_device_bad_frames", "Corrupted frames rejected", ["lane", "device"], registry=r
+        )
+        self.commands = Counter(
+            "efence_commands_total", "Operator commands by outcome", ["outcome"], registry=r
+        )
+        self.rejected_messages = Counter(
+            "efence_rejected_messages_total", "Malformed MQTT messages rejected", registry=r
+        )

@@ -42,7 +42,9 @@ class WeightReading:
     tare_kg: float | None = None
     net: bool = False
     signal_lost: bool = False
-    empty: bool = False  # gross below the configured empty-bridge threshold (added for the weighbridge driver)
+    empty: bool = (
+        False  # gross below the configured empty-bridge threshold (added for the weighbridge driver)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,8 @@ class Uplink:
                     continue
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: it can swallow a cancellation on 3.11
+                    await self.wake.wait()
 
     async def _heartbeat_loop(self) -> None:
         while True:

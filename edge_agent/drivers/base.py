@@ -42,6 +42,9 @@ class Driver(ABC):
         self.health = DeviceHealth(
             config.id, failures_before_down=config.failures_before_down, enabled=config.enabled
         )
+        self.stopping = (
+            False  # set by the agent at shutdown; `supervise` then ends even if a cancel was swallowed
+        )
 
     @abstractmethod
     async def run(self) -> None:
@@ -81,8 +84,14 @@ async def supervise(
     *,
     max_backoff_s: float,
     on_down: Callable[[], None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run `connect_and_serve` forever, reconnecting with back-off after any failure except cancellation."""
+    """Run `connect_and_serve` forever, reconnecting with back-off after any failure except cancellation.
+
+    `stopping()` is checked after every failure: some client libraries swallow a cancellation that
+    races with a refused connect (asyncio.wait_for on Python 3.11), and a shutting-down agent must not
+    be kept alive by a driver that keeps reconnecting.
+    """
     delays = backoff_delays(max_backoff_s)
     while True:
         try:
@@ -94,6 +103,8 @@ async def supervise(
         except Exception as exc:  # noqa: BLE001 — any device failure must lead to a reconnect, never a dead lane
             reason = f"{type(exc).__name__}: {exc}"
         raise_if_cancelling()
+        if stopping():
+            raise asyncio.CancelledError
         health.counters["reconnects"] += 1
         if health.failed(reason) and on_down:
             on_down()

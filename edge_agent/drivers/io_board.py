@@ -209,7 +209,11 @@ class IoBoardDriver(Driver):
             tg.create_task(self._stale_watchdog())
             tg.create_task(
                 supervise(
-                    self._connect_and_poll, self.health, self.log, max_backoff_s=self.config.reconnect_max_s
+                    self._connect_and_poll,
+                    self.health,
+                    self.log,
+                    max_backoff_s=self.config.reconnect_max_s,
+                    stopping=lambda: self.stopping,
                 )
             )
 
@@ -221,7 +225,7 @@ class IoBoardDriver(Driver):
             self._client = client
             await self._release_barrier_outputs()
             interval = self.config.poll_interval_ms / 1000
-            while True:
+            while not self.stopping:
                 started = self.clock()
                 await self.poll_once()
                 await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
@@ -239,9 +243,10 @@ class IoBoardDriver(Driver):
             raise ConnectionError("IO board not connected")
         method = getattr(client, function)
         try:
-            result = await asyncio.wait_for(
-                method(*args, **kwargs, device_id=self.config.unit), timeout=self._timeout_s + 0.2
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # races with the answer, and the driver would poll on through the agent's shutdown
+            async with asyncio.timeout(self._timeout_s + 0.2):
+                result = await method(*args, **kwargs, device_id=self.config.unit)
         except TimeoutError as exc:
             raise ModbusRequestFailed(f"{function}: no answer within {self._timeout_s:.2f} s") from exc
         if result.isError():

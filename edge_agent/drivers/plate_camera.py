@@ -384,7 +384,11 @@ class PlateCameraDriver(Driver):
     async def run(self) -> None:
         if self.config.protocol == "frigate-mqtt" and self.config.enabled:
             await supervise(
-                self._mqtt_session, self.health, self.log, max_backoff_s=self.config.reconnect_max_s
+                self._mqtt_session,
+                self.health,
+                self.log,
+                max_backoff_s=self.config.reconnect_max_s,
+                stopping=lambda: self.stopping,
             )
         if self.config.protocol == "vision":
             self.log.info(

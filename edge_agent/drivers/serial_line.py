@@ -88,7 +88,13 @@ class SerialDriver(Driver):
     async def run(self) -> None:
         if not self.config.enabled:
             await asyncio.Event().wait()  # operator disabled: neither polled nor alarmed on
-        await supervise(self._session, self.health, self.log, max_backoff_s=self.config.reconnect_max_s)
+        await supervise(
+            self._session,
+            self.health,
+            self.log,
+            max_backoff_s=self.config.reconnect_max_s,
+            stopping=lambda: self.stopping,
+        )
 
     async def _session(self) -> None:
         reader, writer = await open_serial(self.config.serial, self.log)

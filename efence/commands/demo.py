@@ -1,6 +1,7 @@
 """`efence demo`: run the whole system on this machine with simulated traffic."""
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -62,10 +63,8 @@ def demo(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(main())
     console.print("demo stopped")
