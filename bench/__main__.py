@@ -39,7 +39,7 @@ def machine() -> str:
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
-    load = ", load average %.1f at start" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
     return f"{platform.node()}: {os.cpu_count()} cores, {cpu}{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}{load}"
 
 

@@ -13,14 +13,18 @@ from efence.contract import AgentStatus, Topics, decode
 from efence.logsetup import setup_logging
 from firmware_configs.loader import ConfigError, load_zone
 
-app = typer.Typer(help="Run a checkpoint's edge agent (`efence edge --config FILE`), or inspect running ones.")
+app = typer.Typer(
+    help="Run a checkpoint's edge agent (`efence edge --config FILE`), or inspect running ones."
+)
 console = Console(soft_wrap=True)
 
 
 @app.callback(invoke_without_command=True)
 def run(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="The zone's firmware config YAML.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The zone's firmware config YAML.")
+    ] = None,
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint id; may be omitted if the zone has one.")
     ] = None,
