@@ -118,8 +118,8 @@ class AuthMiddleware:
 
     def _agent(self, cred: str, scope: dict[str, Any]) -> AuthUser | None:
         """An edge agent signing with its checkpoint key may read its own zone's records, nothing else."""
-        agent_id = verify_agent_http_auth(cred, self.key_for, scope["method"], scope["path"])
-        if agent_id is None or scope["method"] != "GET":
+        agent_id = verify_agent_http_auth(cred, self.key_for, scope.get("method", ""), scope["path"])
+        if agent_id is None or scope.get("method") != "GET":
             return None
         zone = agent_id.split("/", 1)[0]
         if scope["path"] != f"/api/records/{zone}":
@@ -132,8 +132,8 @@ class AuthMiddleware:
         receive: Callable[..., Awaitable[Any]],
         send: Callable[..., Awaitable[Any]],
     ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # lifespan
             return
         path: str = scope["path"]
         token = None
@@ -153,6 +153,9 @@ class AuthMiddleware:
             user = self._agent(agent_cred, scope)
         scope.setdefault("state", {})["user"] = user
         scope["state"]["token"] = token
+        if scope["type"] == "websocket" and user is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if user is None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
             if path == "/" or path.endswith(".html"):
                 resp: Response = RedirectResponse("/login.html", status_code=303)

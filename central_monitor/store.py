@@ -1007,14 +1007,20 @@ class SqliteStore:
             "SELECT id, acked_at, cleared_at FROM alarms WHERE dedupe_key=? ORDER BY id DESC LIMIT 1", (key,)
         ).fetchone()
         if last:
-            alarm_id, acked_at, cleared_at = last
+            alarm_id, acked_at, _cleared_at = last
             ringing = acked_at is None
             in_cooldown = (
                 acked_at is not None
                 and (now - (parse(acked_at) or now)).total_seconds() < self.alarm_cooldown_s
             )
-            if (ringing and cleared_at is None) or in_cooldown:
-                db.execute("UPDATE alarms SET count=count+1, last_seen_at=? WHERE id=?", (iso(now), alarm_id))
+            if ringing or in_cooldown:
+                # still ringing (even if its condition had cleared meanwhile: a flapping device is one
+                # alarm, active again) or just acknowledged: count it, do not ring twice
+                db.execute(
+                    "UPDATE alarms SET count=count+1, last_seen_at=?, "
+                    "cleared_at=CASE WHEN acked_at IS NULL THEN NULL ELSE cleared_at END WHERE id=?",
+                    (iso(now), alarm_id),
+                )
                 return None
         cur = db.execute(
             "INSERT INTO alarms (dedupe_key, kind, severity, zone, checkpoint, lane, agent_id, device_id, subject, "

@@ -68,7 +68,20 @@ async function api(path, opts = {}) {
 function can(role) { return state.me && ROLE_RANK[state.me.role] >= ROLE_RANK[role]; }
 
 // ------------------------------------------------------------------ loading
+// Live items of the last 30 s. A full reload started before an item was pushed would otherwise
+// clobber it with older data, so every reload re-applies what arrived since it started.
+const liveLog = [];
+function remember(type, data) {
+  const now = Date.now();
+  liveLog.push({ at: now, type, data });
+  while (liveLog.length && liveLog[0].at < now - 30000) liveLog.shift();
+}
+function replaySince(t0) {
+  for (const item of liveLog) if (item.at >= t0) applyLive(item.type, item.data, false);
+}
+
 async function loadAll() {
+  const t0 = Date.now();
   const [lanes, agents, alarms, txs, devices] = await Promise.all([
     api("/api/lanes"), api("/api/agents"), api("/api/alarms?limit=150"),
     state.searching ? Promise.resolve(null) : api("/api/transactions?limit=60"), api("/api/devices"),
@@ -78,6 +91,7 @@ async function loadAll() {
   state.alarms = new Map(alarms.map((a) => [a.id, a]));
   if (txs) { state.tx = new Map(txs.map((t) => [t.transaction_id, t])); state.txOrder = txs.map((t) => t.transaction_id); }
   state.devices = devices;
+  replaySince(t0);
   renderAll();
   loadKpis();
 }
@@ -90,10 +104,12 @@ let listsTimer = null;
 function listsSoon() {
   clearTimeout(listsTimer);
   listsTimer = setTimeout(async () => {
+    const t0 = Date.now();
     const [lanes, agents, devices] = await Promise.all([api("/api/lanes"), api("/api/agents"), api("/api/devices")]);
     state.lanes = new Map(lanes.map((l) => [`${l.agent_id}/${l.lane}`, l]));
     state.agents = new Map(agents.map((a) => [a.agent_id, a]));
     state.devices = devices;
+    replaySince(t0);
     renderLanes(); renderMap(); renderDevices(); renderKpis();
   }, 400);
 }
@@ -285,35 +301,51 @@ function renderDevices() {
 function connectLive() {
   const es = new EventSource("/api/stream");
   es.addEventListener("hello", () => { setLive(true); loadAll().catch(console.warn); });
-  es.addEventListener("transaction", (ev) => {
-    const t = JSON.parse(ev.data);
-    const isNew = !state.tx.has(t.transaction_id);
-    if (!state.searching) {
-      state.tx.set(t.transaction_id, t);
-      if (isNew) state.txOrder.unshift(t.transaction_id);
-      if (state.txOrder.length > 200) state.tx.delete(state.txOrder.pop());
-      renderFeed(isNew ? t.transaction_id : null);
-    }
-    const key = `${t.agent_id}/${t.lane}`;
-    const lane = state.lanes.get(key);
-    if (lane) {
-      Object.assign(lane, { last_transaction_id: t.transaction_id, last_plate: t.plate ?? lane.last_plate,
-        last_verdict: t.verdict, last_reasons: t.reasons, last_decided_at: t.decided_at, last_closed_at: t.closed_at });
-      renderLanes();
-      const card = document.querySelector(`.lane[data-lane="${CSS.escape(key)}"]`);
-      if (card) card.classList.add("flash");
-    } else listsSoon();
-    kpisSoon();
-  });
-  es.addEventListener("alarm", (ev) => {
-    const a = JSON.parse(ev.data);
-    state.alarms.set(a.id, a);
-    renderAlarms(); renderMap();
-  });
+  for (const type of ["transaction", "alarm"]) {
+    es.addEventListener(type, (ev) => {
+      const data = JSON.parse(ev.data);
+      remember(type, data);
+      applyLive(type, data, true);
+    });
+  }
   for (const kind of ["lane", "agent", "device"]) es.addEventListener(kind, listsSoon);
   es.addEventListener("resync", () => loadAll().catch(console.warn));
   es.onerror = () => setLive(false);
 }
+// Apply one pushed item; never let an older version replace a newer one (pushes and reloads race).
+function applyLive(type, data, render) {
+  if (type === "transaction") {
+    const t = data;
+    const old = state.tx.get(t.transaction_id);
+    const isNew = !old;
+    if (!state.searching && (!old || (old.updated_at || "") <= (t.updated_at || ""))) {
+      state.tx.set(t.transaction_id, t);
+      if (isNew) state.txOrder.unshift(t.transaction_id);
+      if (state.txOrder.length > 200) state.tx.delete(state.txOrder.pop());
+      if (render) renderFeed(isNew ? t.transaction_id : null);
+    }
+    const key = `${t.agent_id}/${t.lane}`;
+    const lane = state.lanes.get(key);
+    if (lane) {
+      const current = lane.last_transaction_id === t.transaction_id || (lane.last_decided_at || "") <= (t.decided_at || "");
+      if (current && t.decided_at) {
+        Object.assign(lane, { last_transaction_id: t.transaction_id, last_plate: t.plate ?? lane.last_plate,
+          last_verdict: t.verdict, last_reasons: t.reasons, last_decided_at: t.decided_at, last_closed_at: t.closed_at });
+        if (render) {
+          renderLanes();
+          const card = document.querySelector(`.lane[data-lane="${CSS.escape(key)}"]`);
+          if (card) card.classList.add("flash");
+        }
+      }
+    } else if (render) listsSoon();
+    if (render) kpisSoon();
+  } else if (type === "alarm") {
+    const old = state.alarms.get(data.id);
+    if (!old || !old.acked_at || data.acked_at) state.alarms.set(data.id, data);  // an ack is never undone
+    if (render) { renderAlarms(); renderMap(); }
+  }
+}
+
 function setLive(on) {
   state.live = on;
   $("live-dot").className = "dot" + (on ? "" : " off");
@@ -341,6 +373,7 @@ $("ack-confirm").addEventListener("click", async (ev) => {
   ev.preventDefault();
   try {
     const a = await api(`/api/alarms/${ackId}/ack`, { method: "POST", body: JSON.stringify({ note: $("ack-note").value }) });
+    remember("alarm", a);
     state.alarms.set(a.id, a);
     renderAlarms(); renderMap();
     $("ack-dialog").close();
