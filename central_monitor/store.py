@@ -113,6 +113,11 @@ CREATE TABLE IF NOT EXISTS transfers (
 """
 
 GENESIS = "0" * 64
+ALL_ZONES = "*"
+FTZ_ZONES = ("waigaoqiao-ftz", "waigaoqiao-park", "yangshan-port", "pudong-airport")  # DOMAIN.md §1
+ZONE_WIDE_KINDS = frozenset(
+    {RecordKind.VEHICLE, RecordKind.ENTERPRISE, RecordKind.DRIVER_CARD, RecordKind.RISK_INSTRUCTION}
+)
 CROSSED_STATUSES = {"2", "4"}
 DEFAULT_TRANSFER_MIN = 120.0
 
@@ -1277,9 +1282,19 @@ class SqliteStore:
         actor: str,
         progress: Callable[[int], None] | None = None,
     ) -> ImportResult:
-        """Several kinds at once (a trip's pass, list and declaration), still all-or-nothing."""
-        if not zone or "/" in zone or "+" in zone or "#" in zone:
-            raise ImportRejected([RowError(0, "zone", "a zone id without / + #", zone)])
+        """Several kinds at once (a trip's pass, list and declaration), still all-or-nothing.
+
+        `zone="*"` writes registry records (vehicles, enterprises, driver cards, risk instructions) to
+        every zone: "registered in one zone, operating in all four" (DOMAIN.md §1).
+        """
+        if zone == ALL_ZONES:
+            local = sorted({k.value for k, _ in groups} - {k.value for k in ZONE_WIDE_KINDS})
+            if local:
+                raise ImportRejected(
+                    [RowError(0, "zone", f"a single zone for {', '.join(local)} records", zone)]
+                )
+        elif not zone or "/" in zone or "+" in zone or "#" in zone or "*" in zone:
+            raise ImportRejected([RowError(0, "zone", "a zone id without / + # *", zone)])
         checked: list[tuple[RecordKind, list[tuple[str, dict[str, Any]]]]] = []
         errors: list[RowError] = []
         for kind, rows in groups:
@@ -1298,9 +1313,16 @@ class SqliteStore:
         res = ImportResult(zone=zone, kind=",".join(kinds), count=total, head_seq=0)
         done = 0
         with self._tx() as db:
+            targets = [zone]
+            if zone == ALL_ZONES:
+                known = {
+                    r[0] for r in db.execute("SELECT zone FROM record_heads UNION SELECT zone FROM agents")
+                }
+                targets = sorted(set(FTZ_ZONES) | {z for z in known if z})
             for kind, valid in checked:
                 for key, rec in valid:
-                    res.deltas.append(self._put_record(db, zone, kind, key, rec, now))
+                    for target in targets:
+                        res.deltas.append(self._put_record(db, target, kind, key, rec, now))
                     dest = rec.get("destZoneId") if kind is RecordKind.GATE_PASS else None
                     if dest and dest != zone:  # a transfer pass must also be known at the destination gates
                         res.deltas.append(self._put_record(db, dest, kind, key, rec, now))
@@ -1327,8 +1349,11 @@ class SqliteStore:
                 {"kinds": {k.value: len(v) for k, v in checked}, "count": total},
                 now,
             )
-            head = db.execute("SELECT head_seq FROM record_heads WHERE zone=?", (zone,)).fetchone()
-            res.head_seq = head[0] if head else 0
+            marks = ",".join("?" * len(targets))
+            head = db.execute(
+                f"SELECT max(head_seq) FROM record_heads WHERE zone IN ({marks})", targets
+            ).fetchone()
+            res.head_seq = head[0] or 0
         if progress:
             progress(total)
         return res

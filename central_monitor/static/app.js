@@ -204,6 +204,7 @@ function laneCard(l) {
     <div class="lane-head"><span title="${esc((a && a.name) || l.checkpoint)} · ${esc(l.name || l.lane)}"><b>${esc((a && a.name) || l.checkpoint)}</b> · ${esc(l.name || l.lane)}</span><span>${dir} · ${l.line === "first" ? "一线" : "二线"}</span></div>
     <div class="lane-main"><span class="light ${esc(l.light || "")}" title="light ${esc(l.light)}"></span>${l.last_transaction_id ? `${plateHtml(l.last_plate)} ${badge(l.last_verdict, true)}` : `<span class="muted">空闲 idle · ${esc(l.state || "")}</span>`}</div>
     <div class="lane-foot"><span class="reasons">${esc((l.last_reasons || []).join(" "))}</span>
+      ${can("supervisor") ? `<button class="ghost mini" data-act="${l.locked ? "unlock_lane" : "lock_lane"}" data-lane="${esc(key)}">${l.locked ? "解锁 Unlock" : "锁道 Lock"}</button>` : ""}
       <span class="barrier">${l.locked ? "<b class=\"locked\">锁定 locked</b> " : ""}道闸 ${esc(l.barrier || "?")} · ${esc(ago(l.last_decided_at))}</span></div>
     ${actions}</div>`;
 }
@@ -309,6 +310,7 @@ function connectLive() {
     });
   }
   for (const kind of ["lane", "agent", "device"]) es.addEventListener(kind, listsSoon);
+  es.addEventListener("command", (ev) => toastCommand(JSON.parse(ev.data)));
   es.addEventListener("resync", () => loadAll().catch(console.warn));
   es.onerror = () => setLive(false);
 }
@@ -346,6 +348,17 @@ function applyLive(type, data, render) {
   }
 }
 
+const STATUS = { sent: "已发送 sent", done: "已执行 done", refused: "被拒绝 refused", failed: "失败 failed" };
+function toastCommand(c) {
+  const box = document.createElement("div");
+  box.className = `toast ${c.status}`;
+  box.textContent = `${CMD_TITLE[c.action] || c.action} · ${c.agent_id} ${c.lane || ""} · ${STATUS[c.status] || c.status}` +
+    (c.code || c.detail ? ` · ${c.code || ""} ${c.detail || ""}` : "");
+  $("toasts").appendChild(box);
+  setTimeout(() => box.remove(), c.status === "sent" ? 5000 : 12000);
+  if (c.status !== "sent") listsSoon();
+}
+
 function setLive(on) {
   state.live = on;
   $("live-dot").className = "dot" + (on ? "" : " off");
@@ -381,7 +394,10 @@ $("ack-confirm").addEventListener("click", async (ev) => {
 });
 
 let pendingCmd = null;
-const CMD_TITLE = { manual_release: "人工放行 Manual release", escalate: "转查验 Divert to inspection", regather: "重新采集 Re-gather" };
+const CMD_TITLE = {
+  manual_release: "人工放行 Manual release", escalate: "转查验 Divert to inspection", regather: "重新采集 Re-gather",
+  lock_lane: "锁定车道 Lock lane", unlock_lane: "解锁车道 Unlock lane",
+};
 function openCommand(action, laneKey) {
   const l = state.lanes.get(laneKey);
   if (!l) return;

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from efence.contract import NonceLedger, SignedCommand, decode, utcnow, verify_command
+from efence.contract import CommandResult, NonceLedger, SignedCommand, Topics, decode, utcnow, verify_command
 
 from .hubkit import agent_status, event, fake_agent, running_hub, tx_event
 
@@ -92,6 +92,11 @@ async def test_login_live_transaction_alarm_ack_and_manual_release(tmp_path: Pat
             assert cmd.action == "manual_release" and cmd.operator_id == "duty"
             assert cmd.params["transaction_id"] == "t-held" and cmd.reason_text == "plate checked by eye"
             await expect(page.locator("#cmd-dialog")).not_to_be_visible()
+            result = CommandResult(
+                command_id=cmd.command_id, agent_id=agent.agent_id, lane="L1", accepted=True, status="done"
+            )
+            await agent.client.publish(Topics.command_results(zone, "cp1"), result.to_bytes(), qos=1)
+            await expect(page.locator(".toast.done")).to_contain_text("人工放行")
             await page.screenshot(path=str(SCREENSHOT))
             assert errors == []
         finally:

@@ -291,3 +291,15 @@ def test_audit_chain_detects_altered_removed_and_truncated_entries(tmp_path) -> 
     assert any("removed" in p for p in problems)
     problems = tamper("DELETE FROM audit_log WHERE seq=5")
     assert any("end" in p for p in problems)
+
+
+def test_registry_records_for_all_zones_but_passes_only_for_one(store: SqliteStore) -> None:
+    res = store.import_records(
+        "*", RecordKind.ENTERPRISE, [{"etpsNo": "E1", "creditGrade": "general_credit"}], "t"
+    )
+    assert res.count == 1
+    for zone in ("waigaoqiao-ftz", "waigaoqiao-park", "yangshan-port", "pudong-airport"):
+        assert store.get_record(zone, RecordKind.ENTERPRISE, "E1") is not None, zone
+    with pytest.raises(ImportRejected) as err:
+        store.import_records("*", RecordKind.GATE_PASS, [gate_pass()], "t")
+    assert err.value.errors[0].field == "zone"
