@@ -40,7 +40,7 @@ from .ingest import Ingest
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
 from .records import ImportRejected, field_table, infer_kind, parse_file
-from .store import AuthUser, HubStore, SqliteStore
+from .store import AuthUser, HubStore
 
 log = logging.getLogger("efence.hub.api")
 
@@ -290,7 +290,7 @@ def create_app(
     @app.get("/api/transactions/{transaction_id}", tags=["monitoring"])
     async def transaction(transaction_id: str, user: Viewer) -> dict[str, Any]:
         """One transaction with every event it produced (the evidence trail)."""
-        tx = await call(s.get_transaction, transaction_id) if isinstance(s, SqliteStore) else None
+        tx = await call(s.get_transaction, transaction_id)
         if not tx:
             raise HTTPException(404, "no such transaction")
         return tx
@@ -336,7 +336,7 @@ def create_app(
 
     @app.get("/api/transfers", tags=["monitoring"])
     async def transfers(user: Viewer) -> list[dict[str, Any]]:
-        return await call(s.list_transfers) if isinstance(s, SqliteStore) else []
+        return await call(s.list_transfers)
 
     @app.get("/api/metrics", tags=["monitoring"])
     async def metrics(user: Viewer) -> dict[str, Any]:
@@ -366,7 +366,7 @@ def create_app(
     # ----------------------------------------------------------------- records
     @app.get("/api/records", tags=["records"])
     async def record_counts(user: Viewer) -> list[dict[str, Any]]:
-        return await call(s.record_counts) if isinstance(s, SqliteStore) else []
+        return await call(s.record_counts)
 
     @app.get("/api/records/formats", tags=["records"])
     async def record_formats(user: Viewer) -> dict[str, Any]:
@@ -413,7 +413,7 @@ def create_app(
         ):
             raise HTTPException(403, "locking a lane needs role supervisor")
         second: str | None = None
-        if body.action is CommandAction.MANUAL_RELEASE and body.transaction_id and isinstance(s, SqliteStore):
+        if body.action is CommandAction.MANUAL_RELEASE and body.transaction_id:
             tx = await call(s.get_transaction, body.transaction_id)
             if tx and {"I1", "I2"} & set(tx["reasons"]):
                 if not body.second_username or not body.second_password:
@@ -461,7 +461,7 @@ def create_app(
     async def audit(
         user: Supervisor, limit: Annotated[int, Query(ge=1, le=5000)] = 200
     ) -> list[dict[str, Any]]:
-        return await call(s.list_audit, limit) if isinstance(s, SqliteStore) else []
+        return await call(s.list_audit, limit)
 
     @app.get("/api/audit/verify", tags=["admin"])
     async def audit_verify(user: Supervisor) -> dict[str, Any]:
@@ -470,7 +470,7 @@ def create_app(
 
     @app.get("/api/users", tags=["admin"])
     async def users(user: Admin) -> list[dict[str, Any]]:
-        return await call(s.list_users) if isinstance(s, SqliteStore) else []
+        return await call(s.list_users)
 
     @app.post("/api/users", tags=["admin"])
     async def add_user(body: UserBody, user: Admin) -> dict[str, str]:

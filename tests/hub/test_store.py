@@ -303,3 +303,13 @@ def test_registry_records_for_all_zones_but_passes_only_for_one(store: SqliteSto
     with pytest.raises(ImportRejected) as err:
         store.import_records("*", RecordKind.GATE_PASS, [gate_pass()], "t")
     assert err.value.errors[0].field == "zone"
+
+
+def test_store_is_chosen_by_url_behind_the_interface(tmp_path) -> None:  # noqa: ANN001
+    from central_monitor.store import HubStore, open_store
+
+    s = open_store(f"sqlite:///{tmp_path / 'u.db'}")
+    assert isinstance(s, HubStore) and s.health()["ok"]
+    s.close()
+    with pytest.raises(ValueError, match="only sqlite"):
+        open_store("postgresql://hub@db/efence")
