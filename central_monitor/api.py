@@ -39,6 +39,7 @@ from .auth import Role
 from .ingest import Ingest
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
+from .metrics import exposition
 from .records import ImportRejected, field_table, infer_kind, parse_file
 from .store import AuthUser, HubStore
 
@@ -341,6 +342,12 @@ def create_app(
     @app.get("/api/metrics", tags=["monitoring"])
     async def metrics(user: Viewer) -> dict[str, Any]:
         return {"ingest": ingest.metrics.as_dict() if ingest else {}, "live_subscribers": live.subscribers}
+
+    @app.get("/metrics", tags=["monitoring"])
+    async def prometheus(user: Viewer) -> Response:
+        """Prometheus text format (scrape with `authorization: {credentials: <token>}`)."""
+        body = await call(exposition, s, ingest)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/stream", tags=["monitoring"])
     async def stream(request: Request, user: Viewer) -> StreamingResponse:

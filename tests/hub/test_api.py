@@ -191,3 +191,13 @@ async def test_inspection_override_needs_a_second_officer(
     good = {**body, "second_username": "supervisor", "second_password": "supervisor-password"}
     r = await app_client.post("/api/commands", json=good, headers=op)
     assert r.status_code == 503 and "broker" in r.json()["detail"]  # passed the check; this app has no broker
+
+
+async def test_prometheus_metrics_need_a_token(
+    app_client: httpx.AsyncClient, store: SqliteStore, zone: str
+) -> None:
+    store.ingest([tx_event(f"{zone}/cp1", 1, "t1")])
+    assert (await app_client.get("/metrics")).status_code == 401
+    body = (await app_client.get("/metrics", headers=await token(app_client, "viewer"))).text
+    assert 'efence_hub_rows{table="events"} 1.0' in body
+    assert "efence_hub_store_ok 1.0" in body

@@ -13,6 +13,7 @@ import httpx
 
 from central_monitor.hub import Hub
 from central_monitor.ingest import Ingest, IngestConfig
+from central_monitor.metrics import exposition
 from central_monitor.store import SqliteStore
 from efence.contract import (
     CommandResult,
@@ -114,6 +115,7 @@ async def test_malformed_messages_are_counted_and_ingest_goes_on(tmp_path: Path,
         assert any("not UTF-8 JSON" in r for r in reasons)
         assert any("agent_id" in r for r in reasons)
         assert hub.store.health()["counts"]["events"] == 1
+        assert "efence_hub_malformed_total 5.0" in exposition(hub.store, hub.ingest).decode()
         await agent.client.publish(Topics.status(zone, "cp1"), b"", qos=1, retain=True)
 
 
