@@ -163,6 +163,13 @@ CATALOGUE: dict[str, AlarmKind] = {
             "A risk instruction (alert) matched this vehicle; inform the risk unit.",
         ),
         AlarmKind(
+            "agent_seq_reset",
+            "warning",
+            "事件编号重置",
+            "Checkpoint restarted its event numbering",
+            "Expected after replacing the edge box or wiping its store; otherwise check the agent.",
+        ),
+        AlarmKind(
             "event_gap",
             "warning",
             "事件缺失",

@@ -48,11 +48,13 @@ CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, seq INTEGER NOT NULL, observed_at TEXT NOT NULL,
     received_at TEXT NOT NULL, zone TEXT NOT NULL, checkpoint TEXT NOT NULL, lane TEXT,
     type TEXT NOT NULL, priority INTEGER NOT NULL, correlation_id TEXT, payload TEXT NOT NULL,
-    UNIQUE (agent_id, seq));
+    incarnation INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX IF NOT EXISTS events_agent_seq ON events (agent_id, incarnation, seq);
 CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
 CREATE TABLE IF NOT EXISTS agent_seq (
     agent_id TEXT PRIMARY KEY, contiguous_seq INTEGER NOT NULL DEFAULT 0,
-    max_seq INTEGER NOT NULL DEFAULT 0, conflicts INTEGER NOT NULL DEFAULT 0);
+    max_seq INTEGER NOT NULL DEFAULT 0, conflicts INTEGER NOT NULL DEFAULT 0,
+    incarnation INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS event_gaps (
     agent_id TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL, abandoned_at TEXT NOT NULL,
     PRIMARY KEY (agent_id, from_seq));
@@ -325,35 +327,17 @@ class SqliteStore:
         with self._tx() as db:
             for env in events:
                 touched.add(env.agent_id)
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        env.id,
-                        env.agent_id,
-                        env.seq,
-                        iso(env.observed_at),
-                        iso(now),
-                        env.zone,
-                        env.checkpoint,
-                        env.lane,
-                        env.type,
-                        env.priority,
-                        env.correlation_id,
-                        _j(env.payload),
-                    ),
-                )
-                if cur.rowcount == 0:
-                    same = db.execute("SELECT 1 FROM events WHERE id=?", (env.id,)).fetchone()
-                    if same:
+                if not self._insert_event(db, env, now):
+                    if db.execute("SELECT 1 FROM events WHERE id=?", (env.id,)).fetchone():
                         res.duplicates += 1
-                    else:  # same (agent, seq) with another id: the agent reused a seq
-                        res.conflicts += 1
-                        db.execute(
-                            "INSERT INTO agent_seq (agent_id, conflicts) VALUES (?, 1) "
-                            "ON CONFLICT(agent_id) DO UPDATE SET conflicts = conflicts + 1",
-                            (env.agent_id,),
-                        )
-                    continue
+                        continue
+                    # (agent, seq) already taken by another event id: the agent's outbox started over
+                    # (box replaced, store wiped). Acking its new seq 1… against the old ones would make
+                    # it prune events never stored, so its numbering starts a new incarnation here.
+                    res.conflicts += 1
+                    self._new_incarnation(db, env, now, res)
+                    if not self._insert_event(db, env, now):
+                        raise RuntimeError(f"event {env.id} conflicts in a fresh incarnation")
                 res.inserted += 1
                 self._apply(db, env, now, res)
             db.executemany(
@@ -363,20 +347,70 @@ class SqliteStore:
                 self._advance(db, agent_id, res)
         return res
 
+    @staticmethod
+    def _incarnation(db: sqlite3.Connection, agent_id: str) -> int:
+        row = db.execute("SELECT incarnation FROM agent_seq WHERE agent_id=?", (agent_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _insert_event(self, db: sqlite3.Connection, env: EventEnvelope, now: datetime) -> bool:
+        cur = db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                env.id,
+                env.agent_id,
+                env.seq,
+                iso(env.observed_at),
+                iso(now),
+                env.zone,
+                env.checkpoint,
+                env.lane,
+                env.type,
+                env.priority,
+                env.correlation_id,
+                _j(env.payload),
+                self._incarnation(db, env.agent_id),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def _new_incarnation(
+        self, db: sqlite3.Connection, env: EventEnvelope, now: datetime, res: IngestResult
+    ) -> None:
+        inc = self._incarnation(db, env.agent_id) + 1
+        db.execute(
+            "INSERT INTO agent_seq (agent_id, contiguous_seq, max_seq, conflicts, incarnation) VALUES (?,0,0,1,?) "
+            "ON CONFLICT(agent_id) DO UPDATE SET contiguous_seq=0, max_seq=0, conflicts=conflicts+1, "
+            "incarnation=excluded.incarnation",
+            (env.agent_id, inc),
+        )
+        spec = alarm_rules.AlarmSpec(
+            kind="agent_seq_reset",
+            subject=f"{env.agent_id}/{inc}",
+            message=f"{env.agent_id} numbers its events from the start again (seq {env.seq} reused); "
+            f"stored as incarnation {inc}",
+            zone=env.zone,
+            checkpoint=env.checkpoint,
+            agent_id=env.agent_id,
+            event_id=env.id,
+        )
+        alarm = self._raise(db, spec, now)
+        if alarm:
+            res.live.append({"type": "alarm", "data": alarm})
+
     def _advance(self, db: sqlite3.Connection, agent_id: str, res: IngestResult) -> None:
         """Move the agent's contiguous seq over what is stored now; note the holes above it (≤ 20)."""
         row = db.execute(
-            "SELECT contiguous_seq, max_seq FROM agent_seq WHERE agent_id=?", (agent_id,)
+            "SELECT contiguous_seq, max_seq, incarnation FROM agent_seq WHERE agent_id=?", (agent_id,)
         ).fetchone()
-        c, top = (int(row[0]), int(row[1])) if row else (0, 0)
+        c, top, inc = (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
         gaps: list[tuple[int, int]] = []
         page = 5000
         while True:
             seqs = [
                 r[0]
                 for r in db.execute(
-                    "SELECT seq FROM events WHERE agent_id=? AND seq>? ORDER BY seq LIMIT ?",
-                    (agent_id, c, page),
+                    "SELECT seq FROM events WHERE agent_id=? AND incarnation=? AND seq>? ORDER BY seq LIMIT ?",
+                    (agent_id, inc, c, page),
                 )
             ]
             prev = c
@@ -391,7 +425,12 @@ class SqliteStore:
             if gaps or len(seqs) < page:
                 break
         if len(seqs) == page:  # more stored above this page: the true top comes from the index
-            top = db.execute("SELECT max(seq) FROM events WHERE agent_id=?", (agent_id,)).fetchone()[0] or top
+            top = (
+                db.execute(
+                    "SELECT max(seq) FROM events WHERE agent_id=? AND incarnation=?", (agent_id, inc)
+                ).fetchone()[0]
+                or top
+            )
         db.execute(
             "INSERT INTO agent_seq (agent_id, contiguous_seq, max_seq) VALUES (?,?,?) "
             "ON CONFLICT(agent_id) DO UPDATE SET contiguous_seq=excluded.contiguous_seq, max_seq=excluded.max_seq",

@@ -60,11 +60,18 @@ def test_contiguous_seq_and_gaps(store: SqliteStore, zone: str) -> None:
     assert res.gaps[agent] == [(6, 7)]
 
 
-def test_reused_seq_with_another_id_is_a_conflict_not_an_overwrite(store: SqliteStore, zone: str) -> None:
+def test_agent_that_starts_numbering_again_gets_a_new_incarnation(store: SqliteStore, zone: str) -> None:
+    """A replaced edge box restarts at seq 1: store its events and ack from 1 again, never drop them."""
     agent = f"{zone}/cp1"
-    store.ingest([event(agent, 1, note="first")])
-    res = store.ingest([event(agent, 1, note="second")])
-    assert res.conflicts == 1 and res.inserted == 0
+    old = [event(agent, s, note="old box") for s in (1, 2, 3)]
+    assert store.ingest(old).contiguous[agent] == 3
+    res = store.ingest([event(agent, 1, note="new box"), event(agent, 2, note="new box")])
+    assert (res.conflicts, res.inserted) == (1, 2)
+    assert res.contiguous[agent] == 2  # acks now count the new numbering
+    assert store.ingest(old[2:]).duplicates == 1  # a late resend of the old box is still harmless
+    assert store.health()["counts"]["events"] == 5
+    assert [a["kind"] for a in store.list_alarms()] == ["agent_seq_reset"]
+    assert store.ingest([event(agent, 3, note="new box")]).contiguous[agent] == 3
 
 
 def test_abandoned_gap_lets_acks_move_on_and_rings(store: SqliteStore, zone: str) -> None:
