@@ -40,6 +40,11 @@ LOCATION_THRESHOLD = 0.5
 #: than the plate body is tall, so allow a generous band for perspective and detector slack.
 PLATE_ASPECT = (2.0, 6.5)
 MIN_PLATE_HEIGHT_PX = 12
+#: A view whose best read scores below this read nothing plate-like (a crop that cut the
+#: plate); it abstains instead of voting against the others.
+INFORMATIVE_VIEW = 0.1
+#: At least this many views must read the winning text.
+MIN_VIEWS = 2
 #: Regions read per frame, most plate-like first (bounds the time per frame).
 MAX_REGIONS = 8
 #: An accepted read this sure on a region both localisers (or text + colour) agree on ends the
@@ -302,11 +307,16 @@ class PlateReader:
             best_score: dict[str, float] = defaultdict(float)
             fmt_of: dict[str, str] = {}
             best_crop: dict[str, np.ndarray] = {}
+            view_best: list[float] = []
+            view_count: dict[str, int] = defaultdict(int)
             for crop in crops:
                 r = self._read_crop(crop, formats)
                 if r is None:
+                    view_best.append(0.0)
                     continue
                 text, fmt, score = r
+                view_best.append(score)
+                view_count[text] += 1
                 votes[text] += score
                 fmt_of[text] = fmt
                 if score > best_score[text]:
@@ -316,12 +326,16 @@ class PlateReader:
                 continue
             ranked = sorted(votes.items(), key=lambda kv: -kv[1])
             text, weight = ranked[0]
-            # Mean over all views (a view that read something else contributes 0): one lucky
-            # crop cannot carry a plate the other views do not support.
-            conf = weight / len(crops)
+            # Mean over the informative views: a view that read something else counts 0 for the
+            # winner, so one lucky crop cannot carry a plate the others do not support; a view
+            # that read nothing plate-like (a crop that cut the plate) abstains.
+            informative = sum(1 for s in view_best if s >= INFORMATIVE_VIEW)
+            conf = weight / max(1, informative)
             rivals = [t for t, _ in ranked[1:] if best_score[t] >= self.read_threshold]
             if rivals:
                 reason, accepted = f"views disagree confidently ({text} vs {rivals[0]})", False
+            elif view_count[text] < MIN_VIEWS:
+                reason, accepted = f"only {view_count[text]} view(s) read {text}", False
             elif conf < self.read_threshold:
                 reason, accepted = f"low read confidence {conf:.2f}", False
             else:
