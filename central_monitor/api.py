@@ -161,9 +161,14 @@ class AuthMiddleware:
             if path == "/" or path.endswith(".html"):
                 resp: Response = RedirectResponse("/login.html", status_code=303)
             else:
-                resp = JSONResponse({"detail": "authentication required: Authorization: Bearer <token from POST /api/login>"
-                                     " (edge agents: efence.contract.agent_http_auth)"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                resp = JSONResponse(
+                    {
+                        "detail": "authentication required: Authorization: Bearer <token from POST /api/login>"
+                        " (edge agents: efence.contract.agent_http_auth)"
+                    },
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             await resp(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -239,8 +244,12 @@ def create_app(
             "instance_id": ingest.instance_id if ingest else None,
             "last_error": ingest.last_error if ingest else None,
         }
-        return {"ok": bool(st.get("ok")) and (ingest is None or broker["connected"]), "broker": broker, "store": st,
-                "ingest": ingest.metrics.as_dict() if ingest else {}}  # fmt: skip
+        return {
+            "ok": bool(st.get("ok")) and (ingest is None or broker["connected"]),
+            "broker": broker,
+            "store": st,
+            "ingest": ingest.metrics.as_dict() if ingest else {},
+        }
 
     @app.post("/api/login", tags=["public"])
     async def login(body: LoginBody) -> JSONResponse:
@@ -284,9 +293,17 @@ def create_app(
     ) -> list[dict[str, Any]]:
         """Transactions newest first; `plate` matches part of a plate or a whole e-plate."""
         return await call(
-            s.list_transactions, zone=zone, checkpoint=checkpoint, plate=plate, pass_no=pass_, container=container,
-            verdict=verdict, since=since, until=until, limit=limit,
-        )  # fmt: skip
+            s.list_transactions,
+            zone=zone,
+            checkpoint=checkpoint,
+            plate=plate,
+            pass_no=pass_,
+            container=container,
+            verdict=verdict,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     @app.get("/api/transactions/{transaction_id}", tags=["monitoring"])
     async def transaction(transaction_id: str, user: Viewer) -> dict[str, Any]:
@@ -381,8 +398,12 @@ def create_app(
         return field_table()
 
     @app.get("/api/records/{zone}", tags=["records"], response_model=RecordPage)
-    async def records(zone: str, user: Viewer, after: Annotated[int, Query(ge=0)] = 0,
-                      limit: Annotated[int, Query(ge=1, le=50_000)] = 5000) -> RecordPage:  # fmt: skip
+    async def records(
+        zone: str,
+        user: Viewer,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=50_000)] = 5000,
+    ) -> RecordPage:
         """Deltas after `after` (in seq order), or a snapshot when `after` is 0, ahead of the hub or too old."""
         return await call(s.records_page, zone, after, limit)
 
@@ -407,8 +428,15 @@ def create_app(
         if ingest:
             for delta in res.deltas:
                 await ingest.publish_delta(delta)
-        return JSONResponse({"zone": res.zone, "kind": res.kind, "count": res.count, "head_seq": res.head_seq,
-                             "published": bool(ingest)})  # fmt: skip
+        return JSONResponse(
+            {
+                "zone": res.zone,
+                "kind": res.kind,
+                "count": res.count,
+                "head_seq": res.head_seq,
+                "published": bool(ingest),
+            }
+        )
 
     # ----------------------------------------------------------------- commands
     @app.post("/api/commands", tags=["commands"])
@@ -443,17 +471,33 @@ def create_app(
         if body.transaction_id:
             params.setdefault("transaction_id", body.transaction_id)
         cmd = OperatorCommand.create(
-            ttl_s=body.ttl_s, agent_id=body.agent_id, lane=body.lane, action=body.action, operator_id=user.username,
-            second_operator_id=second, reason_code=body.reason_code, reason_text=body.reason_text, params=params,
-        )  # fmt: skip
+            ttl_s=body.ttl_s,
+            agent_id=body.agent_id,
+            lane=body.lane,
+            action=body.action,
+            operator_id=user.username,
+            second_operator_id=second,
+            reason_code=body.reason_code,
+            reason_text=body.reason_text,
+            params=params,
+        )
         signed = sign_command(cmd, key, key_id=body.agent_id)
         await call(s.record_command, signed, user.username)
         zone, checkpoint = body.agent_id.split("/")
         sent = await ingest.publish(Topics.commands(zone, checkpoint), signed.to_bytes(), qos=1, queue=False)
+        await call(s.set_command_status, cmd.command_id, "sent" if sent else "not_sent")
         if not sent:
-            raise HTTPException(503, "publish failed; command recorded as sent=false")
-        row = {"command_id": cmd.command_id, "status": "sent", "agent_id": body.agent_id, "lane": body.lane,
-               "action": body.action.value, "second_operator_id": second}  # fmt: skip
+            raise HTTPException(
+                503, "publish to the broker failed; the command was not sent (recorded as not_sent)"
+            )
+        row = {
+            "command_id": cmd.command_id,
+            "status": "sent",
+            "agent_id": body.agent_id,
+            "lane": body.lane,
+            "action": body.action.value,
+            "second_operator_id": second,
+        }
         live.publish({"type": "command", "data": row})
         return row
 

@@ -184,9 +184,8 @@ class Ingest:
                     finally:
                         self.connected.clear()
                         self._client = None
-                        with contextlib.suppress(
-                            Exception
-                        ):  # graceful: say offline ourselves (the will is for crashes)
+                        # graceful stop: say offline ourselves (the last will is for crashes)
+                        with contextlib.suppress(Exception):
                             await asyncio.wait_for(
                                 asyncio.shield(
                                     client.publish(Topics.HUB_STATUS, self._status(False), qos=1, retain=True)

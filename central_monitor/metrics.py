@@ -42,10 +42,16 @@ class _HubCollector:
             for reason, n in self.ingest.metrics.malformed_by_reason.items():
                 by_reason.add_metric([reason], n)
             yield by_reason
-            yield GaugeMetricFamily("efence_hub_broker_connected", "1 when connected to the broker.",
-                                    value=int(self.ingest.connected.is_set()))  # fmt: skip
-            yield GaugeMetricFamily("efence_hub_ingest_queue", "Events received, not yet committed.",
-                                    value=self.ingest._queue.qsize())  # fmt: skip
+            yield GaugeMetricFamily(
+                "efence_hub_broker_connected",
+                "1 when connected to the broker.",
+                value=int(self.ingest.connected.is_set()),
+            )
+            yield GaugeMetricFamily(
+                "efence_hub_ingest_queue",
+                "Events received, not yet committed.",
+                value=self.ingest._queue.qsize(),
+            )
         health = self.store.health()
         yield GaugeMetricFamily(
             "efence_hub_store_ok", "1 when the store passes its quick check.", value=int(health["ok"])

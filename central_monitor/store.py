@@ -208,6 +208,7 @@ class HubStore(Protocol):
         self, result: CommandResult, now: datetime | None = None
     ) -> dict[str, Any] | None: ...
     def list_commands(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def set_command_status(self, command_id: str, status: str) -> None: ...
     def get_transaction(self, transaction_id: str) -> dict[str, Any] | None: ...
     def list_transfers(self) -> list[dict[str, Any]]: ...
     def record_counts(self) -> list[dict[str, Any]]: ...
@@ -1047,9 +1048,17 @@ class SqliteStore:
                 )
                 if dev.enabled:
                     self._device_alarm(
-                        db, status.agent_id, status.zone, status.checkpoint, lane.lane, dev.device_id, dev.observed,
-                        dev.last_error, now, res,
-                    )  # fmt: skip
+                        db,
+                        status.agent_id,
+                        status.zone,
+                        status.checkpoint,
+                        lane.lane,
+                        dev.device_id,
+                        dev.observed,
+                        dev.last_error,
+                        now,
+                        res,
+                    )
 
     # ----------------------------------------------------------------- alarms
     def raise_alarm(self, spec: alarm_rules.AlarmSpec, now: datetime | None = None) -> dict[str, Any] | None:
@@ -1573,7 +1582,7 @@ class SqliteStore:
         now = now_utc()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'sent',NULL,NULL,NULL)",
+                "INSERT INTO commands VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'signed',NULL,NULL,NULL)",
                 (
                     c.command_id,
                     c.agent_id,
@@ -1602,6 +1611,13 @@ class SqliteStore:
                     "params": c.params,
                 },
                 now,
+            )
+
+    def set_command_status(self, command_id: str, status: str) -> None:
+        """`signed` → `sent` or `not_sent` once the publish is known (the agent's result comes later)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE commands SET status=? WHERE command_id=? AND status='signed'", (status, command_id)
             )
 
     def apply_command_result(
