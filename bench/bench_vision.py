@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+_CPU_NOTE = "process CPU time (all threads): the work, less sensitive than wall time to other load"
+
 
 def _data() -> Path:
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
