@@ -232,6 +232,8 @@ class ContainerReader:
         frame = image if keep_frame else None
         if image is None or image.size == 0:
             return ContainerRead(None, 0.0, "empty frame")
+        if image.ndim == 2:  # monochrome (IR night) camera
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         boxes = [b for b in self.engine.detect(image) if b.height >= 8][:MAX_BOXES]
         if not boxes:
             return ContainerRead(None, 0.0, "no text found", frame=frame)

@@ -281,6 +281,8 @@ class PlateReader:
         """Read the most plate-like plate in ``image``; ``text=None`` with a reason if unsure."""
         if image is None or image.size == 0:
             return PlateRead(None, 0.0, 0.0, None, None, "empty frame")
+        if image.ndim == 2:  # monochrome (IR night) camera
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         cands = _colour_candidates(image) + _text_candidates(self.engine.detect(image))
         regions = [r for r in _group(cands) if r.location_confidence >= self.location_threshold]
         for r in regions:
