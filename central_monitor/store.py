@@ -325,10 +325,14 @@ class SqliteStore:
         now = now or now_utc()
         res = IngestResult()
         touched: set[str] = set()
+        received = iso(now) or ""
+        incarnations: dict[str, int] = {}
         with self._tx() as db:
             for env in events:
                 touched.add(env.agent_id)
-                if not self._insert_event(db, env, now):
+                if env.agent_id not in incarnations:
+                    incarnations[env.agent_id] = self._incarnation(db, env.agent_id)
+                if not self._insert_event(db, env, received, incarnations[env.agent_id]):
                     if db.execute("SELECT 1 FROM events WHERE id=?", (env.id,)).fetchone():
                         res.duplicates += 1
                         continue
@@ -336,13 +340,13 @@ class SqliteStore:
                     # (box replaced, store wiped). Acking its new seq 1… against the old ones would make
                     # it prune events never stored, so its numbering starts a new incarnation here.
                     res.conflicts += 1
-                    self._new_incarnation(db, env, now, res)
-                    if not self._insert_event(db, env, now):
+                    incarnations[env.agent_id] = self._new_incarnation(db, env, now, res)
+                    if not self._insert_event(db, env, received, incarnations[env.agent_id]):
                         raise RuntimeError(f"event {env.id} conflicts in a fresh incarnation")
                 res.inserted += 1
                 self._apply(db, env, now, res)
             db.executemany(
-                "UPDATE agents SET last_seen_at=? WHERE agent_id=?", [(iso(now), a) for a in sorted(touched)]
+                "UPDATE agents SET last_seen_at=? WHERE agent_id=?", [(received, a) for a in sorted(touched)]
             )
             for agent_id in touched:
                 self._advance(db, agent_id, res)
@@ -353,7 +357,8 @@ class SqliteStore:
         row = db.execute("SELECT incarnation FROM agent_seq WHERE agent_id=?", (agent_id,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _insert_event(self, db: sqlite3.Connection, env: EventEnvelope, now: datetime) -> bool:
+    @staticmethod
+    def _insert_event(db: sqlite3.Connection, env: EventEnvelope, received: str, incarnation: int) -> bool:
         cur = db.execute(
             "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -361,7 +366,7 @@ class SqliteStore:
                 env.agent_id,
                 env.seq,
                 iso(env.observed_at),
-                iso(now),
+                received,
                 env.zone,
                 env.checkpoint,
                 env.lane,
@@ -369,14 +374,14 @@ class SqliteStore:
                 env.priority,
                 env.correlation_id,
                 _j(env.payload),
-                self._incarnation(db, env.agent_id),
+                incarnation,
             ),
         )
         return cur.rowcount == 1
 
     def _new_incarnation(
         self, db: sqlite3.Connection, env: EventEnvelope, now: datetime, res: IngestResult
-    ) -> None:
+    ) -> int:
         inc = self._incarnation(db, env.agent_id) + 1
         db.execute(
             "INSERT INTO agent_seq (agent_id, contiguous_seq, max_seq, conflicts, incarnation) VALUES (?,0,0,1,?) "
@@ -397,6 +402,7 @@ class SqliteStore:
         alarm = self._raise(db, spec, now)
         if alarm:
             res.live.append({"type": "alarm", "data": alarm})
+        return inc
 
     def _advance(self, db: sqlite3.Connection, agent_id: str, res: IngestResult) -> None:
         """Move the agent's contiguous seq over what is stored now; note the holes above it (≤ 20)."""
