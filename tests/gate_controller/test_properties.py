@@ -245,7 +245,7 @@ SAFETY = st.tuples(
 )
 NO_RELEASE = st.tuples(st.sampled_from(sorted(NON_RELEASING_VIEWS)), MOSTLY, alphabet(UNAUTHORISED), MOSTLY)
 FAST = settings(
-    max_examples=7_000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+    max_examples=6_500, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )
 FAST_NO_RELEASE = settings(FAST, max_examples=3_500)
 SLOW = settings(FAST, max_examples=150_000)
