@@ -254,7 +254,7 @@ def create_app(
     @app.post("/api/login", tags=["public"])
     async def login(body: LoginBody) -> JSONResponse:
         """Exchange username and password for a bearer token (also set as an HttpOnly cookie)."""
-        user = await call(s.authenticate, body.username, body.password)
+        user = await asyncio.to_thread(s.authenticate, body.username, body.password)
         if user is None:
             await asyncio.sleep(0.2)  # slows guessing a little; scrypt does the rest
             raise HTTPException(401, "wrong username or password")
@@ -453,14 +453,14 @@ def create_app(
             if tx and {"I1", "I2"} & set(tx["reasons"]):
                 if not body.second_username or not body.second_password:
                     raise HTTPException(409, "overriding an I1/I2 inspection hold needs a second officer")
-                other = await call(s.authenticate, body.second_username, body.second_password)
+                other = await asyncio.to_thread(s.authenticate, body.second_username, body.second_password)
                 if other is None or other.username == user.username or other.role < Role.OPERATOR:
                     raise HTTPException(
                         403, "second officer not accepted (wrong password, same person, or viewer)"
                     )
                 second = other.username
         elif body.second_username and body.second_password:
-            other = await call(s.authenticate, body.second_username, body.second_password)
+            other = await asyncio.to_thread(s.authenticate, body.second_username, body.second_password)
             second = other.username if other and other.username != user.username else None
         key = key_for(body.agent_id)
         if key is None:

@@ -1491,6 +1491,7 @@ class SqliteStore:
         return self._all("SELECT username, role, created_at, disabled FROM users ORDER BY username")
 
     def authenticate(self, username: str, password: str) -> AuthUser | None:
+        """Thread-safe; the API calls it off the store thread so scrypt's ~0.1 s never delays ingest."""
         row = self._one("SELECT password_hash, role, disabled FROM users WHERE username=?", (username,))
         if not row or row["disabled"] or not check_password(password, row["password_hash"]):
             return None
