@@ -266,7 +266,10 @@ class Ingest:
                 if timeout <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                    # that races with an arriving event, and the hub would then never stop
+                    async with asyncio.timeout(timeout):
+                        batch.append(await self._queue.get())
                 except TimeoutError:
                     break
             await self._commit(batch)

@@ -242,6 +242,8 @@ class LaneRuntime:
             return EventType.ALARM, body, txn
         if isinstance(rec, gc.ManualReleaseRecord | gc.OperatorActionRecord):
             return EventType.COMMAND_AUDIT, body, txn
+        if isinstance(rec, gc.TransactionStarted):
+            return EventType.TRANSACTION_STARTED, body, txn
         return EventType.LANE_STATE, body, txn
 
     # ------------------------------------------------------------------ commands → devices

@@ -141,6 +141,7 @@ class Priority(IntEnum):
 
 class EventType(StrEnum):
     TRANSACTION = "transaction"  # a lane verdict and what it was based on
+    TRANSACTION_STARTED = "transaction_started"  # a vehicle armed the lane
     TRANSACTION_CLOSED = "transaction_closed"  # the vehicle cleared the lane (or backed out)
     BARRIER = "barrier"  # barrier commanded / arm position changed
     ALARM = "alarm"  # something a person must look at
@@ -154,6 +155,7 @@ class EventType(StrEnum):
 DEFAULT_PRIORITY: dict[str, Priority] = {
     EventType.TRANSACTION: Priority.DECISION,
     EventType.TRANSACTION_CLOSED: Priority.DECISION,
+    EventType.TRANSACTION_STARTED: Priority.STATE,
     EventType.ALARM: Priority.ALARM,
     EventType.PERIMETER: Priority.ALARM,
     EventType.COMMAND_AUDIT: Priority.ALARM,
