@@ -320,17 +320,21 @@ def _readable_by_broker(path: Path, group: str = "mosquitto") -> None:
 
 @contextmanager
 def run_mosquitto(conf: Path, ports: list[int], timeout_s: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `mosquitto -c conf` until the block ends; waits for every port to listen."""
+    """Run `mosquitto -c conf` until the block ends (its output goes to `mosquitto.log` beside `conf`)."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = conf.parent / "mosquitto.log"
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
     try:
         try:
             for port in ports:
                 _wait_port(port, timeout_s)
         except TimeoutError:
             proc.kill()
-            _, err = proc.communicate(5)
-            raise RuntimeError(f"mosquitto did not start: {err.decode(errors='replace')[-2000:]}") from None
+            proc.wait(5)
+            raise RuntimeError(
+                f"mosquitto did not start: {log_path.read_text(errors='replace')[-2000:]}"
+            ) from None
         yield proc
     finally:
         if proc.poll() is None:

@@ -1,0 +1,74 @@
+"""A real Mosquitto started with the configuration `efence mqtt config` generates (TLS + users + ACL)."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from efence import mosquitto
+
+AGENTS = [("z1", "gate-1"), ("z1", "gate-2"), ("z2", "gate-1")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SiteBroker:
+    plain_port: int  # loopback plain listener (same users + ACL)
+    tls_port: int
+    ca: Path
+    other_ca: Path  # a CA the broker's certificate is NOT signed by
+    secrets: Path
+    conf: Path
+
+    def password(self, user: str) -> str:
+        return mosquitto.secret_path(self.secrets, user).read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("pki")
+    ca = mosquitto.make_ca(d)
+    crt, key = mosquitto.make_cert(
+        d, "broker", ca=ca, common_name="localhost", dns=["localhost"], ips=["127.0.0.1"]
+    )
+    other = mosquitto.make_ca(d / "other", name="not the site CA")
+    client_crt, client_key = mosquitto.make_cert(d, "client", ca=ca, common_name="efence-hub", client=True)
+    return {
+        "ca": ca[0],
+        "ca_key": ca[1],
+        "crt": crt,
+        "key": key,
+        "other_ca": other[0],
+        "client_crt": client_crt,
+        "client_key": client_key,
+    }
+
+
+@pytest.fixture(scope="session")
+def site_broker(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]) -> Iterator[SiteBroker]:
+    d = tmp_path_factory.mktemp("broker")
+    plain, tls = free_port(), free_port()
+    gen = mosquitto.write_broker_config(
+        d / "etc",
+        agents=AGENTS,
+        secrets_dir=d / "secrets",
+        tls=mosquitto.TlsFiles(pki["ca"], pki["crt"], pki["key"]),
+        port=tls,
+        bind="127.0.0.1",
+        insecure_loopback_port=plain,
+        persistence_dir=d / "data",
+        log_dest="stderr",
+        run_as_user=getpass.getuser(),
+    )
+    with mosquitto.run_mosquitto(gen.conf, [plain, tls]):
+        yield SiteBroker(plain, tls, pki["ca"], pki["other_ca"], d / "secrets", gen.conf)
