@@ -36,6 +36,7 @@ from efence.contract import (
 
 from .alarms import CATALOGUE
 from .auth import Role
+from .evidence import MAX_IMAGE_BYTES, NAME_RE, SHA256_RE, EvidenceFiles, EvidenceRejected, check_image
 from .ingest import Ingest
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
@@ -49,6 +50,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 COOKIE = "efence_token"
 PUBLIC_PATHS = {"/api/health", "/api/login", "/login.html", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/static/",)
+AGENT_PREFIX = "agent:"  # username of an edge agent authenticated by its checkpoint key
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -118,14 +120,18 @@ class AuthMiddleware:
         return user
 
     def _agent(self, cred: str, scope: dict[str, Any]) -> AuthUser | None:
-        """An edge agent signing with its checkpoint key may read its own zone's records, nothing else."""
-        agent_id = verify_agent_http_auth(cred, self.key_for, scope.get("method", ""), scope["path"])
-        if agent_id is None or scope.get("method") != "GET":
+        """An edge agent signing with its checkpoint key may read its own zone's records and upload
+        evidence images of its own transactions (ids start with its agent id), nothing else."""
+        method = scope.get("method", "")
+        agent_id = verify_agent_http_auth(cred, self.key_for, method, scope["path"])
+        if agent_id is None:
             return None
         zone = agent_id.split("/", 1)[0]
-        if scope["path"] != f"/api/records/{zone}":
-            return None
-        return AuthUser(f"agent:{agent_id}", Role.VIEWER)
+        if method == "GET" and scope["path"] == f"/api/records/{zone}":
+            return AuthUser(f"{AGENT_PREFIX}{agent_id}", Role.VIEWER)
+        if method == "POST" and scope["path"].startswith(f"/api/evidence/{agent_id}/"):
+            return AuthUser(f"{AGENT_PREFIX}{agent_id}", Role.VIEWER)
+        return None
 
     async def __call__(
         self,
@@ -137,18 +143,20 @@ class AuthMiddleware:
             await self.app(scope, receive, send)  # lifespan
             return
         path: str = scope["path"]
-        token = None
+        token = cookie_token = None
         agent_cred = None
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].decode("latin-1").strip()
             elif name == b"authorization" and value.startswith(AGENT_AUTH_SCHEME.encode()):
                 agent_cred = value.decode("latin-1")
-            elif name == b"cookie" and token is None:
+            elif name == b"cookie":
                 for part in value.decode("latin-1").split(";"):
                     k, _, v = part.strip().partition("=")
                     if k == COOKIE and v:
-                        token = v
+                        cookie_token = v
+        if token is None and agent_cred is None:
+            token = cookie_token  # an explicit Authorization header always beats a stray cookie
         user = await self._user(token) if token else None
         if user is None and agent_cred and self.key_for is not None:
             user = self._agent(agent_cred, scope)
@@ -207,8 +215,13 @@ def create_app(
     token_ttl_s: float = 12 * 3600,
     agent_silence_s: float = 120.0,
     static_dir: Path = STATIC_DIR,
+    evidence_dir: Path | None = None,
 ) -> FastAPI:
-    """The API over `store`. Without `ingest` (tests, read-only replicas) commands answer 503."""
+    """The API over `store`. Without `ingest` (tests, read-only replicas) commands answer 503.
+
+    Evidence images are kept in `evidence_dir`, by default `<db name>-evidence/` next to a SQLite
+    store's file; a store without a local file (PostgreSQL) needs it given, else uploads answer 503.
+    """
     live = live or (ingest.live if ingest else LiveBus())
     key_for = key_for or key_lookup()
     app = FastAPI(
@@ -226,6 +239,9 @@ def create_app(
     app.state.ingest = ingest
     app.state.live = live
     s = store
+    if evidence_dir is None and isinstance(getattr(store, "path", None), Path):
+        evidence_dir = store.path.parent / f"{store.path.stem}-evidence"  # type: ignore[attr-defined]
+    files = EvidenceFiles(evidence_dir) if evidence_dir is not None else None
 
     async def call(fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
         return await s.acall(fn, *a, **kw)
@@ -311,7 +327,53 @@ def create_app(
         tx = await call(s.get_transaction, transaction_id)
         if not tx:
             raise HTTPException(404, "no such transaction")
+        tx["evidence"] = [_evidence_public(e) for e in await call(s.list_evidence, transaction_id)]
         return tx
+
+    # ----------------------------------------------------------------- evidence images
+    @app.post("/api/evidence/{transaction_id:path}/{sha256}/{name}", tags=["evidence"], status_code=201)
+    async def upload_evidence(
+        transaction_id: str, sha256: str, name: str, request: Request, user: Viewer
+    ) -> JSONResponse:
+        """An edge agent uploads one camera image of one of its transactions (raw body, image/jpeg or
+        image/png, ≤ 2 MiB). Idempotent: the same image again answers 200 with the same id."""
+        agent_id = user.username.removeprefix(AGENT_PREFIX)
+        if not user.username.startswith(AGENT_PREFIX) or not transaction_id.startswith(agent_id + "/"):
+            raise HTTPException(403, "only the edge agent of the transaction uploads its evidence")
+        if files is None:
+            raise HTTPException(503, "this hub has no evidence directory configured")
+        if not SHA256_RE.match(sha256) or not NAME_RE.match(name) or len(transaction_id) > 200:
+            raise HTTPException(
+                422, "path must be /api/evidence/{transaction_id}/{lowercase hex sha256}/{name}"
+            )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
+            raise HTTPException(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
+        body = bytearray()
+        async for chunk in request.stream():  # bounded even when the length header lies or is absent
+            body += chunk
+            if len(body) > MAX_IMAGE_BYTES:
+                raise HTTPException(413, f"image larger than {MAX_IMAGE_BYTES} bytes")
+        try:
+            ctype = check_image(request.headers.get("content-type", ""), bytes(body), sha256)
+        except EvidenceRejected as exc:
+            raise HTTPException(exc.status, exc.reason) from None
+        await asyncio.to_thread(files.put, sha256, ctype, bytes(body))  # file first: a row never dangles
+        row, created = await call(s.add_evidence, transaction_id, agent_id, name, sha256, ctype, len(body))
+        return JSONResponse(_evidence_public(row) | {"created": created}, status_code=201 if created else 200)
+
+    @app.get("/api/evidence/{image_id}", tags=["evidence"], response_class=FileResponse)
+    async def evidence_image(image_id: int, user: Viewer) -> FileResponse:
+        """The bytes of one evidence image (reads are not audited)."""
+        row = await call(s.get_evidence, image_id)
+        path = files.path(row["sha256"], row["content_type"]) if row and files else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, "no such image")
+        return FileResponse(
+            path,
+            media_type=row["content_type"],  # type: ignore[index]
+            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     @app.get("/api/agents", tags=["monitoring"])
     async def agents(user: Viewer) -> list[dict[str, Any]]:
@@ -544,3 +606,7 @@ def create_app(
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
+
+
+def _evidence_public(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "url": f"/api/evidence/{row['id']}"}

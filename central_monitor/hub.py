@@ -54,6 +54,7 @@ class Hub:
         transfer_check_s: float = 30.0,
         agent_silence_s: float = 120.0,
         log_level: str = "warning",
+        evidence_dir: str | Path | None = None,
     ) -> None:
         self.store: HubStore = store if not isinstance(store, str | Path) else open_store(str(store))
         self.live = LiveBus()
@@ -73,6 +74,7 @@ class Hub:
             live=self.live,
             key_for=key_for or key_lookup(keys_dir),
             agent_silence_s=agent_silence_s,
+            evidence_dir=Path(evidence_dir) if evidence_dir is not None else None,
         )
         self._server = _QuietServer(
             uvicorn.Config(

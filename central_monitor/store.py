@@ -112,6 +112,10 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE TABLE IF NOT EXISTS transfers (
     pass_no TEXT PRIMARY KEY, vehicle_no TEXT, from_zone TEXT, from_checkpoint TEXT, to_zone TEXT,
     exit_at TEXT, deadline TEXT, entry_at TEXT, entry_checkpoint TEXT, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, transaction_id TEXT NOT NULL, agent_id TEXT NOT NULL,
+    name TEXT NOT NULL, sha256 TEXT NOT NULL, content_type TEXT NOT NULL, size INTEGER NOT NULL,
+    received_at TEXT NOT NULL, UNIQUE (transaction_id, sha256));
 """
 
 GENESIS = "0" * 64
@@ -216,6 +220,33 @@ class HubStore(Protocol):
     def list_users(self) -> list[dict[str, Any]]: ...
     def revoke_token(self, token: str) -> None: ...
     def get_record(self, zone: str, kind: RecordKind, key: str) -> dict[str, Any] | None: ...
+    # evidence images (the bytes live outside the store, content-addressed by sha256; see evidence.py)
+    def add_evidence(
+        self,
+        transaction_id: str,
+        agent_id: str,
+        name: str,
+        sha256: str,
+        content_type: str,
+        size: int,
+        now: datetime | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Link an image (already written by its sha256) to a transaction; idempotent.
+
+        Unique by (transaction_id, sha256): a re-upload returns the existing row and False, a new one
+        the row and True. The transaction need not exist yet (images may arrive before the event).
+        Row: id, transaction_id, agent_id, name, sha256, content_type, size, received_at.
+        """
+        ...
+
+    def list_evidence(self, transaction_id: str) -> list[dict[str, Any]]:
+        """The evidence rows of one transaction, oldest first (same shape as `add_evidence`)."""
+        ...
+
+    def get_evidence(self, image_id: int) -> dict[str, Any] | None:
+        """One evidence row by id, or None."""
+        ...
+
     def import_many(
         self,
         zone: str,
@@ -1298,6 +1329,35 @@ class SqliteStore:
             "SELECT record FROM records WHERE zone=? AND kind=? AND key=? AND deleted=0", (zone, kind, key)
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    # ----------------------------------------------------------------- evidence
+    def add_evidence(
+        self,
+        transaction_id: str,
+        agent_id: str,
+        name: str,
+        sha256: str,
+        content_type: str,
+        size: int,
+        now: datetime | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO evidence (transaction_id, agent_id, name, sha256, content_type, size, "
+                "received_at) VALUES (?,?,?,?,?,?,?)",
+                (transaction_id, agent_id, name, sha256, content_type, size, iso(now or now_utc())),
+            )
+            created = cur.rowcount == 1
+            cur = db.execute(
+                "SELECT * FROM evidence WHERE transaction_id=? AND sha256=?", (transaction_id, sha256)
+            )
+            return _row(cur, cur.fetchone()), created
+
+    def list_evidence(self, transaction_id: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM evidence WHERE transaction_id=? ORDER BY id", (transaction_id,))
+
+    def get_evidence(self, image_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM evidence WHERE id=?", (image_id,))
 
     def get_record(self, zone: str, kind: RecordKind, key: str) -> dict[str, Any] | None:
         with self._lock:
