@@ -40,6 +40,8 @@ LOCATION_THRESHOLD = 0.5
 #: than the plate body is tall, so allow a generous band for perspective and detector slack.
 PLATE_ASPECT = (2.0, 6.5)
 MIN_PLATE_HEIGHT_PX = 12
+#: Yellow two-row plates (large-vehicle rear, trailers) are 440x220 mm, 2:1.
+TWO_ROW_ASPECT = (1.5, 2.4)
 #: A view whose best read scores below this read nothing plate-like (a crop that cut the
 #: plate); it abstains instead of voting against the others.
 INFORMATIVE_VIEW = 0.1
@@ -123,6 +125,21 @@ def plate_colour(crop: np.ndarray) -> str:
     return name if best >= 0.6 * n else "unknown"
 
 
+def _two_rows_as_line(plate: np.ndarray, split: float) -> np.ndarray:
+    """Lay a two-row plate (province + letter above, five characters below) out as one line.
+
+    GA 36 rear plates of large vehicles and trailers are 440x220 mm with the short top row
+    about a third of the height; the recogniser reads lines, so the top row is scaled to the
+    bottom row's height and put in front of it.
+    """
+    h = plate.shape[0]
+    cut = int(round(split * h))
+    top, bottom = plate[: cut + int(0.03 * h)], plate[max(0, cut - int(0.03 * h)) :]
+    scale = bottom.shape[0] / max(1, top.shape[0])
+    top = cv2.resize(top, (max(2, int(round(top.shape[1] * scale * 0.5))), bottom.shape[0]))
+    return np.hstack([top, bottom])
+
+
 def _equalise(crop: np.ndarray) -> np.ndarray:
     """Local contrast equalisation (CLAHE on luminance) for dark or hazy plates."""
     lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
@@ -133,7 +150,9 @@ def _equalise(crop: np.ndarray) -> np.ndarray:
 
 def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
     """Solid plate-coloured rectangles of plate aspect ratio."""
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+    # Median blur first: sensor chroma noise on grey surfaces otherwise passes the saturation
+    # test pixel by pixel and the closing below would fuse it into large false regions.
+    hsv = cv2.cvtColor(cv2.medianBlur(image, 5), cv2.COLOR_BGR2HSV)
     h, s, v = cv2.split(hsv)
     area_min = max(400.0, image.shape[0] * image.shape[1] * 0.0008)
     out: list[PlateCandidate] = []
@@ -152,17 +171,23 @@ def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
             if hgt < MIN_PLATE_HEIGHT_PX:
                 continue
             aspect = w / hgt
-            if not (PLATE_ASPECT[0] <= aspect <= PLATE_ASPECT[1]):
+            two_row = name == "yellow" and TWO_ROW_ASPECT[0] <= aspect < TWO_ROW_ASPECT[1]
+            if not two_row and not (PLATE_ASPECT[0] <= aspect <= PLATE_ASPECT[1]):
                 continue
             fill = area / (rw * rh)
             if fill < 0.5:
                 continue
             quad = order_quad(cv2.boxPoints(((cx, cy), (rw, rh), angle)))
             # Shape score: how well the region fills its rectangle and how close it is to 3.1:1.
-            shape = min(1.0, fill / 0.8) * math.exp(-abs(math.log(aspect / 3.2)))
+            shape = min(1.0, fill / 0.8) * math.exp(-abs(math.log(aspect / (2.0 if two_row else 3.2))))
             # Colour alone is weak evidence (car bodies, signs, sky); text agreement lifts it.
             out.append(
-                PlateCandidate(quad, location_confidence=0.4 + 0.2 * shape, sources={"colour"}, colour=name)
+                PlateCandidate(
+                    quad,
+                    location_confidence=0.4 + 0.2 * shape,
+                    sources={"two_row" if two_row else "colour"},
+                    colour=name,
+                )
             )
     return out
 
@@ -267,7 +292,10 @@ class PlateReader:
         """Several rectified views of one region; a character only one view reads is not trusted."""
         crops = []
         for quad, source in region.quads[:2]:
-            if source == "colour":
+            if source == "two_row":
+                plate = warp_quad(image, quad, -0.02, -0.04)
+                crops.extend(_two_rows_as_line(plate, split) for split in (0.36, 0.42))
+            elif source == "colour":
                 # The coloured body is the plate itself: trim the rim a little, keep the characters.
                 crops.append(warp_quad(image, quad, -0.01, -0.06))
                 crops.append(warp_quad(image, quad, 0.03, 0.04))
