@@ -321,7 +321,7 @@ def create_app(
             limit=limit,
         )
 
-    @app.get("/api/transactions/{transaction_id}", tags=["monitoring"])
+    @app.get("/api/transactions/{transaction_id:path}", tags=["monitoring"])
     async def transaction(transaction_id: str, user: Viewer) -> dict[str, Any]:
         """One transaction with every event it produced (the evidence trail)."""
         tx = await call(s.get_transaction, transaction_id)
