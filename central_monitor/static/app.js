@@ -432,11 +432,25 @@ async function showTx(id) {
     ["开始 Started", t.started_at], ["决策 Decided", t.decided_at], ["离开 Closed", `${t.closed_at || "–"} ${t.outcome || ""}`],
     ["显示屏 LED", `${t.led_zh || ""} ${t.led_en || ""}`],
   ];
+  const imgs = t.evidence || [];
   $("tx-body").innerHTML = `<dl class="kv">${rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v ?? "–")}</dd>`).join("")}</dl>
+    <h4>抓拍 Images (${imgs.length})</h4>
+    <div class="evidence">${imgs.length ? imgs.map((e) => `<figure><button type="button" class="thumb" data-img="${esc(e.url)}" title="${esc(e.name)}">
+      <img src="${esc(e.url)}" alt="${esc(e.name)}" loading="lazy"></button><figcaption>${esc(e.name)}</figcaption></figure>`).join("")
+      : `<p class="muted">无图片 No images</p>`}</div>
     <h4>证据 Evidence (${t.events.length} events)</h4>
     <div class="events">${t.events.map((e) => esc(`#${e.seq} ${e.type} ${e.observed_at}\n${JSON.stringify(e.payload, null, 1)}`)).join("\n\n")}</div>`;
   $("tx-dialog").showModal();
 }
+
+$("tx-body").addEventListener("click", (ev) => {
+  const thumb = ev.target.closest("button[data-img]");
+  if (!thumb) return;
+  $("img-full").src = thumb.dataset.img;
+  $("img-full").alt = thumb.title;
+  $("img-caption").textContent = thumb.title;
+  $("img-dialog").showModal();
+});
 
 $("search").addEventListener("submit", async (ev) => {
   ev.preventDefault();

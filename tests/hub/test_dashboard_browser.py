@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from efence.contract import CommandResult, NonceLedger, SignedCommand, Topics, decode, utcnow, verify_command
+from efence.contract import (
+    CommandResult,
+    NonceLedger,
+    SignedCommand,
+    Topics,
+    agent_http_auth,
+    decode,
+    utcnow,
+    verify_command,
+)
+from simulators.cameras import make_jpeg
 
-from .hubkit import agent_status, event, fake_agent, running_hub, tx_event
+from .hubkit import agent_status, event, fake_agent, running_hub, tx_event, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -98,6 +110,73 @@ async def test_login_live_transaction_alarm_ack_and_manual_release(tmp_path: Pat
             await agent.client.publish(Topics.command_results(zone, "cp1"), result.to_bytes(), qos=1)
             await expect(page.locator(".toast.done")).to_contain_text("人工放行")
             await page.screenshot(path=str(SCREENSHOT))
+            assert errors == []
+        finally:
+            await browser.close()
+
+
+async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path, zone: str) -> None:
+    """An edge uploads a plate picture; an officer searches the plate, opens the transaction, sees the
+    thumbnail actually decoded by the browser, and enlarges it."""
+    assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
+    key = b"c" * 32
+    agent_id = f"{zone}/cp1"
+    tid = f"{agent_id}/L1-20261128T083000-000001"  # the real shape: zone/checkpoint/lane-time-seq
+    jpeg = make_jpeg("HU A 66E88", width=320, height=96)
+    async with (
+        running_hub(tmp_path, key_for=lambda aid: key if aid == agent_id else None) as hub,
+        fake_agent(zone) as agent,
+        async_playwright() as pw,
+    ):
+        hub.create_user("viewer1", "viewer-password-1", "viewer")
+        await agent.status(agent_status(zone))
+        await agent.send(tx_event(agent_id, 1, tid, plate="沪A66E88", pass_no="Z2248I261128000000000888"))
+        await wait_for(lambda: hub.store.get_transaction(tid))
+        path = f"/api/evidence/{tid}/{hashlib.sha256(jpeg).hexdigest()}/cam-plate-plate.jpg"
+        async with httpx.AsyncClient(base_url=hub.url) as http:
+            r = await http.post(
+                path,
+                content=jpeg,
+                headers={
+                    "Authorization": agent_http_auth(agent_id, key, "POST", path),
+                    "Content-Type": "image/jpeg",
+                },
+            )
+        assert r.status_code == 201, r.text
+
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 768})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(hub.url + "/login.html")
+            await page.fill("#username", "viewer1")
+            await page.fill("#password", "viewer-password-1")
+            await page.click("#login-button")
+            await expect(page.locator("#user-name")).to_contain_text("viewer1")
+            await page.fill("#search-q", "66E88")
+            await page.press("#search-q", "Enter")
+            row = page.locator(f'#feed tr[data-tx="{tid}"]')
+            await expect(row).to_contain_text("沪A66E88")
+            await row.click()
+            thumb = page.locator("#tx-dialog .evidence img")
+            await expect(thumb).to_have_count(1)
+            await expect(thumb).to_have_attribute("alt", "cam-plate-plate.jpg")
+            # decoded by the browser, not merely an <img> pointing somewhere
+            await page.wait_for_function(
+                "() => { const i = document.querySelector('#tx-dialog .evidence img');"
+                " return i && i.complete && i.naturalWidth === 320; }",
+                timeout=5000,
+            )
+            await page.locator("#tx-dialog .evidence button.thumb").click()
+            full = page.locator("#img-dialog img#img-full")
+            await expect(page.locator("#img-dialog")).to_be_visible()
+            await page.wait_for_function(
+                "() => { const i = document.querySelector('#img-full'); return i.complete && i.naturalHeight === 96; }",
+                timeout=5000,
+            )
+            box = await full.bounding_box()
+            assert box is not None and box["width"] > 600  # enlarged, far beyond the 96 px thumbnail
             assert errors == []
         finally:
             await browser.close()
