@@ -260,6 +260,10 @@ def open_store(url: str) -> HubStore:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` or a bare path; other schemes are not built yet."""
     if url.startswith("sqlite:///"):
         return SqliteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from .store_pg import PgStore  # psycopg 3: the `postgres` extra
+
+        return PgStore(url)
     if "://" in url:
         raise ValueError(f"unsupported store URL {url!r}: only sqlite:///PATH is implemented")
     return SqliteStore(url)

@@ -72,3 +72,37 @@ def site_broker(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]) 
     )
     with mosquitto.run_mosquitto(gen.conf, [plain, tls]):
         yield SiteBroker(plain, tls, pki["ca"], pki["other_ca"], d / "secrets", gen.conf)
+
+
+# ------------------------------------------------------------------ PostgreSQL (CI starts it; no skip)
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh database for this test run, dropped afterwards. Fails (never skips) without PostgreSQL."""
+    import uuid
+
+    import psycopg
+
+    name = f"efence_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A fresh schema in the run's database: `postgresql://…?options=-csearch_path%3D<schema>`."""
+    import uuid
+
+    import psycopg
+
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_database, autocommit=True) as c:
+        c.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
