@@ -106,3 +106,25 @@ def pg_url(pg_database: str) -> str:
     with psycopg.connect(pg_database, autocommit=True) as c:
         c.execute(f'CREATE SCHEMA "{schema}"')
     return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def make_pg_database() -> Iterator:
+    """Factory of whole fresh databases (for pg_dump / pg_restore), all dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"efence_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+    yield make
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        for name in made:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
