@@ -311,10 +311,19 @@ class ContainerReader:
             corrected=corrected,
             all_numbers=tuple(n for n, _ in ranked),
             quad=boxes[chain[0]].quad,
-            crop=plain[chain[0]],
+            crop=self._evidence_crop(image, [boxes[i] for i in chain]),
             frame=frame,
             candidates=[(n, round(v[0], 4)) for n, v in ranked],
         )
+
+    @staticmethod
+    def _evidence_crop(image: np.ndarray, boxes: list[TextBox]) -> np.ndarray:
+        """The part of the frame holding all boxes the number was read from, with a margin."""
+        pts = np.concatenate([b.quad for b in boxes])
+        margin = max(b.height for b in boxes)
+        x0, y0 = np.maximum(pts.min(axis=0) - margin, 0).astype(int)
+        x1, y1 = (pts.max(axis=0) + margin).astype(int)
+        return image[y0 : y1 + 1, x0 : x1 + 1].copy()
 
     def _greedy(self, probs: np.ndarray) -> str:
         """The recogniser's own text, upper-case alphanumerics only."""
