@@ -1,0 +1,187 @@
+"""Hub ingest scale-out: 1, 2 and 4 hub workers (processes) on PostgreSQL sharing the event stream
+through an MQTT 5 shared subscription, as ratios to one worker on SQLite measured in the same run.
+
+Same load as bench_hub_ingest (whose broker, publisher process and SQLite measurement are reused by
+import): 20 agents x 500 events, QoS 1, private Mosquitto with the no-drop limits. The value is
+events per second from the first publish until every agent's last seq is stored *and acknowledged*
+(HubAck = contiguous seq committed in the shared store). The SQLite figure is taken before and after
+the PostgreSQL rounds and averaged, so load drifting on a shared machine hits both sides.
+
+Read the ratios with the machine in mind: broker, publisher and every worker share its cores, and the
+PostgreSQL store serialises write transactions with one advisory lock (store_pg.py), so extra
+workers add decoding/acking capacity, not parallel commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+
+from bench.bench_hub_ingest import AGENTS, EVENTS, _broker, _hub_rate, _Publisher
+from efence.contract import HubAck, Topics, decode
+
+PG_ADMIN = os.environ.get("EFENCE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+WORKERS = (1, 2, 4)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker_main(store_url: str, port: int, client_id: str) -> None:
+    """Child process: one hub ingest worker in the shared-subscription group; prints `ready`."""
+    from central_monitor.ingest import Ingest, IngestConfig
+    from central_monitor.store import open_store
+
+    async def main() -> None:
+        ingest = Ingest(
+            open_store(store_url),
+            IngestConfig(port=port, client_id=client_id, shared_group="efence-hub", persistent_session=False,
+                         gap_grace_s=5.0),
+        )  # fmt: skip
+        task = asyncio.create_task(ingest.run())
+        await asyncio.wait_for(ingest.connected.wait(), 20)
+        print("ready", flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _database():
+    import psycopg
+
+    name = f"efence_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _pg_rate(port: int, workers: int) -> tuple[float, int]:
+    from central_monitor.store_pg import PgStore
+
+    zone = f"bench-so-{uuid.uuid4().hex[:6]}"
+    per_agent = EVENTS // AGENTS
+    with _database() as url:
+        PgStore(url).close()  # schema first, so workers do not queue on it
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_scaleout",
+                    "--worker",
+                    url,
+                    str(port),
+                    f"bench-so-{uuid.uuid4().hex[:6]}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )  # fmt: skip
+            for _ in range(workers)
+        ]
+        try:
+            for p in procs:
+                line = await asyncio.to_thread(p.stdout.readline)  # type: ignore[union-attr]
+                if line.strip() != "ready":
+                    raise RuntimeError(f"hub worker failed to start: {line!r}")
+            acked: dict[str, int] = {}
+            done = asyncio.Event()
+            last = 0.0
+            async with aiomqtt.Client(
+                "127.0.0.1", port, identifier=f"bench-acks-{uuid.uuid4().hex[:6]}"
+            ) as watch:
+                await watch.subscribe(Topics.ack(zone, "+"), qos=1)
+
+                async def follow() -> None:
+                    nonlocal last
+                    async for m in watch.messages:
+                        ack = decode(HubAck, bytes(m.payload))
+                        acked[ack.agent_id] = max(acked.get(ack.agent_id, 0), ack.acked_seq)
+                        if len(acked) == AGENTS and min(acked.values()) >= per_agent:
+                            last = time.perf_counter()
+                            done.set()
+
+                follower = asyncio.create_task(follow())
+                pub = _Publisher(port, zone, AGENTS, per_agent)
+                await pub.ready()
+                start = pub.go()
+                try:
+                    await asyncio.wait_for(done.wait(), 180)
+                except TimeoutError:
+                    last = time.perf_counter()
+                follower.cancel()
+                await pub.finish()
+            import psycopg
+
+            with psycopg.connect(url) as db:
+                stored = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+    return stored / (last - start), stored
+
+
+async def _main() -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        with _broker(tmp) as port:
+            sqlite_before, n0, _ = await _hub_rate(port, tmp / "before.db")
+            pg = {w: await _pg_rate(port, w) for w in WORKERS}
+            sqlite_after, n1, _ = await _hub_rate(port, tmp / "after.db")
+    base = (sqlite_before + sqlite_after) / 2
+    rows = [
+        {
+            "benchmark": "scaleout_sqlite_1_worker",
+            "value": round(base),
+            "unit": "events/s",
+            "baseline": round(base),
+            "ratio": 1.0,
+            "notes": f"one hub worker on SQLite (in-process, as bench_hub_ingest); before {sqlite_before:.0f}, "
+            f"after {sqlite_after:.0f} events/s; stored {min(n0, n1)}/{EVENTS}",
+        }
+    ]
+    for w, (rate, stored) in pg.items():
+        rows.append(
+            {
+                "benchmark": f"scaleout_postgresql_{w}_worker{'s' if w > 1 else ''}",
+                "value": round(rate),
+                "unit": "events/s",
+                "baseline": round(base),
+                "ratio": round(rate / base, 2),
+                "notes": f"{w} worker process(es), shared subscription $share/efence-hub, one PostgreSQL database; "
+                f"stored {stored}/{EVENTS} (exactly once: events keyed by id); {os.cpu_count()} CPUs shared by "
+                "broker, publisher and workers",
+            }
+        )
+    return rows
+
+
+def run() -> list[dict]:
+    return asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        for row in run():
+            print(row)
