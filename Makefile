@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 comma  := ,
-EXTRAS ?= dev,vision
+EXTRAS ?= dev,vision,postgres
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test test-slow bench lint venv browser clean
