@@ -1,0 +1,88 @@
+"""The edge uplink and the hub ingest use efence.mqtt_tls: they refuse to start with TLS misconfigured
+and connect over verified TLS with their own broker credentials.
+
+Marked strict-xfail until the lead adds the integration lines (see the issue-8 report) to
+edge_agent/uplink.py and central_monitor/ingest.py: once they are in, these pass, strict xfail turns
+that into a failure, and the marker must be deleted — nothing here can stay green by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from central_monitor.ingest import Ingest, IngestConfig
+from central_monitor.store import SqliteStore
+from edge_agent.outbox import Outbox
+from edge_agent.uplink import Uplink
+from efence.contract import AgentStatus, Topics
+from efence.mqtt_tls import MqttSecurityError
+
+from .conftest import SiteBroker
+
+pytestmark = pytest.mark.xfail(
+    strict=True,
+    reason="efence.mqtt_tls not yet wired into edge_agent/uplink.py and central_monitor/ingest.py",
+)
+
+
+def _uplink(tmp_path: Path, url: str) -> Uplink:
+    async def ignore(*_a: object) -> None:
+        return None
+
+    return Uplink(
+        zone="z1",
+        checkpoint="gate-1",
+        broker_url=url,
+        outbox=Outbox(tmp_path / "outbox.db", "z1/gate-1"),
+        status=lambda online: AgentStatus(
+            agent_id="z1/gate-1", zone="z1", checkpoint="gate-1", online=online
+        ),
+        on_command=ignore,
+        on_record_delta=ignore,
+    )
+
+
+def test_agent_refuses_to_start_with_a_missing_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EFENCE_MQTT_CA_FILE", str(tmp_path / "missing-ca.crt"))
+    with pytest.raises(MqttSecurityError, match="missing-ca.crt"):
+        _uplink(tmp_path, "mqtts://localhost:8883")
+
+
+def test_hub_refuses_to_start_with_a_missing_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EFENCE_MQTT_CA_FILE", str(tmp_path / "missing-ca.crt"))
+    with pytest.raises(MqttSecurityError, match="missing-ca.crt"):
+        IngestConfig.from_url("mqtts://localhost:8883")
+
+
+async def test_agent_and_hub_talk_over_verified_tls_with_their_own_users(
+    site_broker: SiteBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFENCE_MQTT_CA_FILE", str(site_broker.ca))
+    hub_pw, agent_pw = tmp_path / "hub.pw", tmp_path / "agent.pw"
+    hub_pw.write_text(site_broker.password("efence-hub"))
+    agent_pw.write_text(site_broker.password("z1/gate-1"))
+    url = f"mqtts://localhost:{site_broker.tls_port}"
+
+    monkeypatch.setenv("EFENCE_MQTT_PASSWORD_FILE", str(hub_pw))
+    store = SqliteStore(tmp_path / "hub.db")
+    ingest = Ingest(store, IngestConfig.from_url(url, client_id="efence-hub-tls-test"))
+    monkeypatch.setenv("EFENCE_MQTT_PASSWORD_FILE", str(agent_pw))
+    uplink = _uplink(tmp_path, url)
+    assert ingest.config.tls_context is not None and uplink.security.tls_context is not None
+    tasks = [asyncio.create_task(ingest.run()), asyncio.create_task(uplink.run())]
+    try:
+        async with asyncio.timeout(15):
+            await ingest.connected.wait()
+            while not (uplink.connected and uplink.hub_online):
+                await asyncio.sleep(0.05)
+            while not any(a["agent_id"] == "z1/gate-1" for a in store.list_agents()):
+                await asyncio.sleep(0.05)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
+    assert Topics.status("z1", "gate-1")
