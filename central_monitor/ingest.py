@@ -26,6 +26,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ValidationError
 
 from efence.contract import (
     AgentStatus,
@@ -74,6 +75,16 @@ class IngestConfig:
         return cls(
             host=host or "127.0.0.1", port=int(port or 1883), username=user or None, password=pw or None, **kw
         )
+
+
+def _decode_event(payload: bytes) -> EventEnvelope:
+    """`decode(EventEnvelope, …)` at half the cost on the hot path: pydantic parses and validates the
+    bytes in one pass (no `json.loads` dict in between). Anything it refuses goes through `decode`, so
+    what is accepted and the `ContractError` wording for what is not stay exactly those of rule C2."""
+    try:
+        return EventEnvelope.model_validate_json(payload)
+    except ValidationError:
+        return decode(EventEnvelope, payload)
 
 
 @dataclass
@@ -223,7 +234,7 @@ class Ingest:
         self.metrics.counters[f"received_{leaf}"] += 1
         try:
             if leaf == "events":
-                env = decode(EventEnvelope, payload)
+                env = _decode_event(payload)
                 if env.agent_id != agent_id:
                     raise ContractError(f"agent_id: {env.agent_id} published on the topic of {agent_id}")
                 await self._queue.put(env)

@@ -269,8 +269,11 @@ def open_store(url: str) -> HubStore:
     return SqliteStore(url)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)  # built once, not per call
+
+
 def _j(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _JSON.encode(value)
 
 
 def _row(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -367,6 +370,13 @@ class SqliteStore:
                 touched.add(env.agent_id)
                 if env.agent_id not in incarnations:
                     incarnations[env.agent_id] = self._incarnation(db, env.agent_id)
+            if self._insert_all(db, events, received, incarnations):
+                # the common case: every event is new; apply them in arrival order as the slow path would
+                res.inserted += len(events)
+                for env in events:
+                    self._apply(db, env, now, res)
+                events = []
+            for env in events:  # something in the batch is a duplicate or reuses a seq: one by one
                 if not self._insert_event(db, env, received, incarnations[env.agent_id]):
                     if db.execute("SELECT 1 FROM events WHERE id=?", (env.id,)).fetchone():
                         res.duplicates += 1
@@ -393,24 +403,64 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def _insert_event(db: sqlite3.Connection, env: EventEnvelope, received: str, incarnation: int) -> bool:
+    def _event_row(env: EventEnvelope, received: str, incarnation: int) -> tuple[Any, ...]:
+        return (
+            env.id,
+            env.agent_id,
+            env.seq,
+            iso(env.observed_at),
+            received,
+            env.zone,
+            env.checkpoint,
+            env.lane,
+            env.type,
+            env.priority,
+            env.correlation_id,
+            _j(env.payload),
+            incarnation,
+        )
+
+    def _insert_all(
+        self, db: sqlite3.Connection, events: list[EventEnvelope], received: str, incarnations: dict[str, int]
+    ) -> bool:
+        """Insert the whole batch with one `executemany` when none of it is stored yet (the steady state);
+        False, inserting nothing, when any id or (agent, incarnation, seq) is already taken or repeated
+        in the batch — the caller then goes event by event to tell duplicates from an agent starting over.
+
+        Checked with one query for the ids and one per agent for the seqs, inside the write transaction
+        (on PostgreSQL under the same write lock), so the plain INSERT cannot meet a conflict; if it
+        ever did, it raises and the batch is retried rather than counted wrongly.
+        """
+        ids = [env.id for env in events]
+        by_agent: dict[str, list[int]] = {}
+        for env in events:
+            by_agent.setdefault(env.agent_id, []).append(env.seq)
+        if len(set(ids)) != len(ids) or any(len(set(seqs)) != len(seqs) for seqs in by_agent.values()):
+            return False
+        marks = ",".join("?" * len(ids))
+        if db.execute(f"SELECT 1 FROM events WHERE id IN ({marks}) LIMIT 1", ids).fetchone():  # noqa: S608
+            return False
+        for agent_id, seqs in by_agent.items():
+            marks = ",".join("?" * len(seqs))
+            taken = db.execute(
+                f"SELECT 1 FROM events WHERE agent_id=? AND incarnation=? AND seq IN ({marks}) LIMIT 1",  # noqa: S608
+                [agent_id, incarnations[agent_id], *seqs],
+            ).fetchone()
+            if taken:
+                return False
+        db.executemany(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [self._event_row(env, received, incarnations[env.agent_id]) for env in events],
+        )
+        return True
+
+    @classmethod
+    def _insert_event(
+        cls, db: sqlite3.Connection, env: EventEnvelope, received: str, incarnation: int
+    ) -> bool:
         cur = db.execute(
             "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                env.id,
-                env.agent_id,
-                env.seq,
-                iso(env.observed_at),
-                received,
-                env.zone,
-                env.checkpoint,
-                env.lane,
-                env.type,
-                env.priority,
-                env.correlation_id,
-                _j(env.payload),
-                incarnation,
-            ),
+            cls._event_row(env, received, incarnation),
         )
         return cur.rowcount == 1
 

@@ -318,5 +318,19 @@ def test_store_is_chosen_by_url_behind_the_interface(tmp_path) -> None:  # noqa:
     s = open_store(f"sqlite:///{tmp_path / 'u.db'}")
     assert isinstance(s, HubStore) and s.health()["ok"]
     s.close()
-    with pytest.raises(ValueError, match="only sqlite"):
-        open_store("postgresql://hub@db/efence")
+    with pytest.raises(ValueError, match="unsupported store URL"):  # postgresql:// is PgStore (tests/deploy)
+        open_store("mysql://hub@db/efence")
+
+
+def test_a_batch_with_a_duplicate_or_a_reused_seq_falls_back_to_event_by_event(store: SqliteStore) -> None:
+    """The bulk insert of a batch only runs when all of it is new; a resend mixed into a batch, the same
+    event twice in one batch, or a seq reused by another id still count exactly as before."""
+    first = [event("z/cp1", s) for s in (1, 2, 3)]
+    assert store.ingest(first).inserted == 3
+    mixed = [first[1], event("z/cp1", 4), first[1]]  # a resend, a new one, the resend again
+    res = store.ingest(mixed)
+    assert (res.inserted, res.duplicates, res.conflicts) == (1, 2, 0) and res.contiguous["z/cp1"] == 4
+    reset = [event("z/cp1", 1), event("z/cp1", 2)]  # the agent's outbox started over
+    res = store.ingest(reset)
+    assert res.conflicts == 1 and res.inserted == 2 and res.contiguous["z/cp1"] == 2
+    assert store.health()["counts"]["events"] == 6
