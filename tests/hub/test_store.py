@@ -334,3 +334,16 @@ def test_a_batch_with_a_duplicate_or_a_reused_seq_falls_back_to_event_by_event(s
     res = store.ingest(reset)
     assert res.conflicts == 1 and res.inserted == 2 and res.contiguous["z/cp1"] == 2
     assert store.health()["counts"]["events"] == 6
+
+
+def test_evidence_links_are_idempotent_per_transaction_and_image(store: SqliteStore) -> None:
+    sha = "ab" * 32
+    row, created = store.add_evidence("z/cp1/L1-1", "z/cp1", "cam1-plate.jpg", sha, "image/jpeg", 1234)
+    assert created and row["transaction_id"] == "z/cp1/L1-1" and row["size"] == 1234
+    again, created = store.add_evidence("z/cp1/L1-1", "z/cp1", "cam1-plate.jpg", sha, "image/jpeg", 1234)
+    assert not created and again["id"] == row["id"]
+    other, created = store.add_evidence("z/cp1/L1-2", "z/cp1", "cam1-plate.jpg", sha, "image/jpeg", 1234)
+    assert created and other["id"] != row["id"]  # the same picture may belong to two transactions
+    assert [e["id"] for e in store.list_evidence("z/cp1/L1-1")] == [row["id"]]
+    assert store.get_evidence(other["id"])["transaction_id"] == "z/cp1/L1-2"  # type: ignore[index]
+    assert store.get_evidence(10**9) is None
