@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -276,13 +274,16 @@ class PgStore(SqliteStore):
         alarm_cooldown_s: float = 60.0,
         repeated_failure_threshold: int = 3,
     ) -> None:
-        # deliberately not SqliteStore.__init__: same attributes, a PostgreSQL connection
+        # SqliteStore.__init__ on a throw-away in-memory database sets every attribute the shared logic
+        # uses (whatever a newer version adds); then the connection is swapped for PostgreSQL
+        super().__init__(
+            ":memory:",
+            alarm_cooldown_s=alarm_cooldown_s,
+            repeated_failure_threshold=repeated_failure_threshold,
+        )
+        self._db.close()
         self.url = url
         self.path = Path("/nonexistent-postgresql-store")
-        self.alarm_cooldown_s = alarm_cooldown_s
-        self.repeated_failure_threshold = repeated_failure_threshold
-        self._lock = threading.RLock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-store-pg")
         conn = psycopg.connect(url, autocommit=True)
         self._db = PgConnection(conn)  # type: ignore[assignment]
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))  # workers starting together
@@ -290,9 +291,6 @@ class PgStore(SqliteStore):
             self._db.executescript(SCHEMA)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
-        for attr, value in _extra_init_attrs().items():
-            if not hasattr(self, attr):
-                setattr(self, attr, value)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -316,11 +314,6 @@ class PgStore(SqliteStore):
                 self._db.conn.execute("SELECT count(*) FROM alarms WHERE acked_at IS NULL").fetchone()[0]
             )
         return {"ok": ok, "url": _redact(self.url), "counts": counts}
-
-
-def _extra_init_attrs() -> dict[str, Any]:
-    """Plain attributes a newer `SqliteStore.__init__` may set besides the connection (none today)."""
-    return {}
 
 
 def _redact(url: str) -> str:
