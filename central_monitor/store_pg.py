@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -283,7 +282,8 @@ class PgStore(SqliteStore):
         )
         self._db.close()
         self.url = url
-        self.path = Path("/nonexistent-postgresql-store")
+        # no file: the API then keeps evidence images only where it is given an evidence_dir explicitly
+        self.path = None  # type: ignore[assignment]
         conn = psycopg.connect(url, autocommit=True)
         self._db = PgConnection(conn)  # type: ignore[assignment]
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))  # workers starting together
