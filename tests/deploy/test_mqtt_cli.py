@@ -9,13 +9,14 @@ from typer.testing import CliRunner
 from efence.commands.mqtt import app
 
 runner = CliRunner()
+ZONES = Path(__file__).resolve().parents[2] / "firmware_configs" / "zones"
 
 
 def test_config_from_the_shipped_zones(tmp_path: Path, pki: dict[str, Path]) -> None:
     res = runner.invoke(
         app,
         [
-            "config", "--out", str(tmp_path / "etc"), "--zones", "firmware_configs/zones",
+            "config", "--out", str(tmp_path / "etc"), "--zones", str(ZONES),
             "--agent", "extra-zone/gate-9", "--secrets-dir", str(tmp_path / "secrets"),
             "--cafile", str(pki["ca"]), "--certfile", str(pki["crt"]), "--keyfile", str(pki["key"]),
             "--persistence-dir", str(tmp_path / "data"),
