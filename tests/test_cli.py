@@ -11,7 +11,7 @@ from efence.cli import app
 from efence.contract import AgentStatus, DeviceStatus, LaneStatus, Topics
 
 runner = CliRunner()
-GROUPS = ["demo", "config", "edge", "hub", "sim", "audit", "vision"]
+GROUPS = ["demo", "config", "edge", "hub", "mqtt", "sim", "audit", "vision"]
 
 
 def test_top_level_help_lists_every_group():
