@@ -584,9 +584,6 @@ class SqliteStore:
         p = env.payload
         tid = str(p.get("transaction_id") or env.correlation_id or env.id)
         decided = iso(env.observed_at)
-        old = db.execute("SELECT decided_at FROM transactions WHERE transaction_id=?", (tid,)).fetchone()
-        if old and old[0] and old[0] > (decided or ""):
-            return  # an older decision arriving late must not overwrite a newer one
         reasons = [str(r.get("code") if isinstance(r, dict) else r) for r in p.get("reasons") or []]
         inputs = p.get("inputs") or {}
         started = iso_any(
@@ -618,19 +615,13 @@ class SqliteStore:
             "event_id": env.id,
             "updated_at": iso(now),
         }
-        cols = ", ".join(vals)
-        marks = ", ".join("?" for _ in vals)
-        updates = ", ".join(
-            f"{k}=excluded.{k}"
-            if k != "started_at"
-            else "started_at=coalesce(transactions.started_at, excluded.started_at)"
-            for k in vals
-            if k != "transaction_id"
-        )
-        db.execute(
-            f"INSERT INTO transactions ({cols}) VALUES ({marks}) ON CONFLICT(transaction_id) DO UPDATE SET {updates}",  # noqa: S608
-            list(vals.values()),
-        )
+        # one statement instead of read-check-write-read: the upsert skips a decision older than the one
+        # stored (an older decision arriving late must not overwrite a newer one) and returns the row
+        cur = db.execute(_tx_upsert_sql(tuple(vals)), list(vals.values()))
+        rows = cur.fetchall()
+        if not rows:
+            return
+        tx = _tx_public(_row(cur, rows[0]))
         if env.lane:
             db.execute(
                 "INSERT INTO lanes (agent_id, lane, zone, checkpoint, last_transaction_id, updated_at) "
@@ -638,7 +629,6 @@ class SqliteStore:
                 "last_transaction_id=excluded.last_transaction_id, updated_at=excluded.updated_at",
                 (env.agent_id, env.lane, env.zone, env.checkpoint, tid, iso(now)),
             )
-        tx = self._tx_row(db, tid)
         res.live.append({"type": "transaction", "data": tx})
         for spec in self._record_alarms(db, env, tx):
             alarm = self._raise(db, spec, now)
@@ -1757,6 +1747,25 @@ class SqliteStore:
 
     def list_commands(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM commands ORDER BY issued_at DESC LIMIT ?", (limit,))
+
+
+@functools.cache
+def _tx_upsert_sql(cols: tuple[str, ...]) -> str:
+    """The transaction upsert (built once): a decision older than the stored one changes nothing and
+    returns no row; otherwise the stored row comes back. `started_at` keeps the first value seen."""
+    updates = ", ".join(
+        f"{k}=excluded.{k}"
+        if k != "started_at"
+        else "started_at=coalesce(transactions.started_at, excluded.started_at)"
+        for k in cols
+        if k != "transaction_id"
+    )
+    return (
+        f"INSERT INTO transactions ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "  # noqa: S608
+        f"ON CONFLICT(transaction_id) DO UPDATE SET {updates} "
+        "WHERE coalesce(transactions.decided_at, '') = '' OR transactions.decided_at <= excluded.decided_at "
+        "RETURNING *"
+    )
 
 
 # --------------------------------------------------------------------------- row shaping
