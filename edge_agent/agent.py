@@ -89,8 +89,11 @@ class EdgeAgent:
         self.hub_url = self.hub_url or cfg.hub_url
         self.started_at = datetime.now(UTC)
         self.metrics = AgentMetrics()
-        self.nonces = NonceLedger()
         self.outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=cfg.outbox_capacity)
+        # nonces survive a restart (kill -9, power cut): a captured command stays refused until it expires
+        self.nonces = NonceLedger()
+        for nonce, expires_at in self.outbox.nonces_now().items():
+            self.nonces.check_and_add(nonce, datetime.fromtimestamp(expires_at, UTC), datetime.now(UTC))
         self.records = RecordCache(self.data_dir / "records.sqlite", self.zone.id)
         self.records_fresh_at: datetime | None = None
         self._sync_needed = asyncio.Event()
@@ -103,6 +106,8 @@ class EdgeAgent:
             status=self.status,
             on_command=self.handle_command,
             on_record_delta=self.handle_record_delta,
+            on_hub_birth=self._hub_reborn,
+            on_connected=self._sync_needed.set,
             status_interval_s=cfg.status_interval_s,
         )
         for lane in self.checkpoint.lanes:
@@ -236,6 +241,10 @@ class EdgeAgent:
                         async with asyncio.timeout(1.0):
                             await self._sync_needed.wait()
 
+    async def _hub_reborn(self) -> None:
+        """A (re)started hub may hold records we never heard of: check before calling the cache fresh."""
+        self._sync_needed.set()
+
     async def handle_record_delta(self, delta: RecordDelta) -> None:
         try:
             await self.records.apply([delta])
@@ -340,6 +349,7 @@ class EdgeAgent:
             )
             await self._answer(cmd, False, "refused", exc.code, str(exc))
             return
+        await self.outbox.remember_nonce(cmd.nonce, cmd.expires_at.timestamp())  # on disk before it acts
         lane = self.lanes.get(cmd.lane)
         if lane is None:
             await self._answer(

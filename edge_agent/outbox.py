@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_send_order ON outbox(priority, seq);
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO outbox_meta VALUES ('last_seq', 0), ('acked_seq', 0), ('shed', 0);
+CREATE TABLE IF NOT EXISTS command_nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
 
 
@@ -153,6 +154,22 @@ class Outbox:
                     "UPDATE outbox SET sent_at = NULL WHERE seq BETWEEN ? AND ?", (from_seq, to_seq)
                 ).rowcount
             )
+        )
+
+    # ------------------------------------------------------------------ command nonces
+    def nonces_now(self) -> dict[str, float]:
+        """Nonces of operator commands accepted before a restart and not yet expired (blocking, at start-up)."""
+
+        def q(c: sqlite3.Connection) -> dict[str, float]:
+            c.execute("DELETE FROM command_nonces WHERE expires_at < ?", (time.time(),))
+            return dict(c.execute("SELECT nonce, expires_at FROM command_nonces").fetchall())
+
+        return self.db.call(q)
+
+    async def remember_nonce(self, nonce: str, expires_at: float) -> None:
+        """Keep a used nonce on disk until its command expires, so a replay is refused after a restart too."""
+        await self.db.run(
+            lambda c: c.execute("INSERT OR REPLACE INTO command_nonces VALUES (?, ?)", (nonce, expires_at))
         )
 
     async def requeue_all(self) -> None:
