@@ -30,6 +30,9 @@ from efence.contract import (
 )
 
 log = logging.getLogger("efence.uplink")
+# one client per checkpoint: reconnecting every few seconds costs the broker nothing, and a gate that
+# waited 15 s after the broker came back would decide offline for no reason
+RECONNECT_MAX_S = 5.0
 
 
 def broker_address(url: str) -> tuple[str, int, bool]:
@@ -39,6 +42,27 @@ def broker_address(url: str) -> tuple[str, int, bool]:
         raise ValueError(f"broker URL must look like mqtt://host:port or mqtts://host:port, got {url!r}")
     tls = u.scheme == "mqtts"
     return u.hostname, u.port or (8883 if tls else 1883), tls
+
+
+async def _first_failure(*coros: Awaitable[None]) -> None:
+    """Run the session's loops until one fails, cancel the others, raise that failure.
+
+    Not a TaskGroup: on Python 3.11 a TaskGroup whose child fails while the parent waits in `__aexit__`
+    cancels the parent and never uncancels it, so `task.cancelling()` stays 1 and the reconnect loop
+    took the broker's disappearance for a shutdown — the uplink ended for good after the first outage
+    and the agent ran on without a link (found by tests/edge/test_failures.py).
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5.0)  # bounded: a library may swallow a cancellation
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+    raise ConnectionError("uplink session ended")
 
 
 class Uplink:
@@ -53,6 +77,7 @@ class Uplink:
         on_command: Callable[[SignedCommand | None, str], Awaitable[None]],
         on_record_delta: Callable[[RecordDelta], Awaitable[None]],
         on_hub_birth: Callable[[], Awaitable[None]] | None = None,
+        on_connected: Callable[[], None] | None = None,
         status_interval_s: float = 10.0,
         resend_after_s: float = 10.0,
         batch: int = 200,
@@ -65,6 +90,7 @@ class Uplink:
         self.on_command = on_command
         self.on_record_delta = on_record_delta
         self.on_hub_birth = on_hub_birth
+        self.on_connected = on_connected
         self.status_interval_s = status_interval_s
         self.resend_after_s = resend_after_s
         self.batch = batch
@@ -91,7 +117,7 @@ class Uplink:
             )
 
     async def run(self) -> None:
-        delays = backoff_delays(15.0)
+        delays = backoff_delays(RECONNECT_MAX_S)
         while True:
             try:
                 await self._session()
@@ -112,7 +138,7 @@ class Uplink:
                 )
                 await asyncio.sleep(delay)
             else:
-                delays = backoff_delays(15.0)
+                delays = backoff_delays(RECONNECT_MAX_S)
 
     async def _session(self) -> None:
         will = aiomqtt.Will(
@@ -128,9 +154,15 @@ class Uplink:
             max_queued_outgoing_messages=0,
             tls_params=aiomqtt.TLSParameters() if self.tls else None,
         )
+        client.pending_calls_threshold = self.batch + 50  # a batch in flight is by design, not a warning
         async with client:
             self._client = client
+            # what we knew of the hub is from before the link broke: only its retained status (which
+            # arrives on subscribing) says it is alive, and the records may have moved on meanwhile
+            self.hub_online = False
             self.connected = True
+            if self.on_connected:
+                self.on_connected()
             z, c = self.zone, self.checkpoint
             for topic in (
                 Topics.ack(z, c),
@@ -144,10 +176,9 @@ class Uplink:
             await self.publish_status()
             log.info("uplink %s connected to %s:%d", self.agent_id, self.host, self.port)
             try:
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._send_loop(client))
-                    tg.create_task(self._receive_loop(client))
-                    tg.create_task(self._heartbeat_loop())
+                await _first_failure(
+                    self._send_loop(client), self._receive_loop(client), self._heartbeat_loop()
+                )
             finally:
                 self.connected = False
                 self._client = None
