@@ -65,8 +65,15 @@ def lane_config(zone: Zone, checkpoint: Checkpoint, lane: Lane) -> gc.LaneConfig
 
 @dataclass
 class _Pending:
-    event: gc.Event
+    event: "gc.Event | _ReAnswer"
     done: asyncio.Future | None = None
+
+
+@dataclass(frozen=True)
+class _ReAnswer:
+    """Shell-internal: build a fresh RecordView for a request already answered once."""
+
+    request: gc.RequestRecords
 
 
 @dataclass
@@ -89,6 +96,7 @@ class LaneRuntime:
     inbox: asyncio.Queue = field(init=False)
     _loops: dict[str, tuple[bool, float]] = field(init=False, default_factory=dict)
     _arm: tuple[bool, bool] | None = field(init=False, default=None)
+    _answered: tuple[gc.RequestRecords, bool] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.controller = gc.LaneController(lane_config(self.zone, self.checkpoint, self.lane))
@@ -168,11 +176,33 @@ class LaneRuntime:
                         not io_down
                     ):  # levels from a board we lost are not re-asserted: they go stale = occupied
                         self.inbox.put_nowait(_Pending(gc.LoopChanged(loop=loop, occupied=occupied)))
+            self._refresh_view_on_link_change()
             self.inbox.put_nowait(_Pending(gc.Tick()))
+
+    def _refresh_view_on_link_change(self) -> None:
+        """The hub went away (or came back) while a vehicle is still being gathered: answer its record
+        request again, so the decision says how the gate really stood when it was made — a view taken
+        online seconds before an outage must not make an offline decision look online."""
+        if self._answered is None:
+            return
+        req, online = self._answered
+        txn = self.controller.state.txn
+        if self.controller.state.phase != "gathering" or txn is None or txn.request_id != req.request_id:
+            self._answered = None
+            return
+        if self.is_online() != online:
+            self._answered = (req, not online)  # queued once; the fresh view sets it for real
+            self.inbox.put_nowait(_Pending(_ReAnswer(req)))
 
     async def _consume(self) -> None:
         while True:
             pending: _Pending = await self.inbox.get()
+            if isinstance(pending.event, _ReAnswer):
+                try:
+                    await self._answer_records(pending.event.request)
+                except Exception:  # noqa: BLE001 — the view already given stands
+                    self.log.exception("lane %s: record view not refreshed", self.lane.id)
+                continue
             try:
                 step = self.controller.handle(pending.event, now=time.time())
                 await self._record(step.records)  # durable first …
@@ -281,10 +311,14 @@ class LaneRuntime:
                     colour = "green" if self.light == "green" else "red"
                     await self.led.command(led_board.ShowText(lines=[zh, en], colour=colour))
             case gc.RequestRecords():
-                view = await self._record_view(cmd)
-                self.inbox.put_nowait(_Pending(gc.RecordsProvided(request_id=cmd.request_id, view=view)))
+                await self._answer_records(cmd)
             case gc.Retrigger(device=device):
                 self.log.info("lane %s: re-gather requested from %s", self.lane.id, device)
+
+    async def _answer_records(self, req: gc.RequestRecords) -> None:
+        view = await self._record_view(req)
+        self._answered = (req, not view.offline)
+        self.inbox.put_nowait(_Pending(gc.RecordsProvided(request_id=req.request_id, view=view)))
 
     async def _record_view(self, req: gc.RequestRecords) -> gc.RecordView:
         txn = self.controller.state.txn
