@@ -181,7 +181,10 @@ class HubStore(Protocol):
     ) -> IngestResult: ...
     def contiguous_seq(self, agent_id: str) -> int: ...
     # queries
-    def list_transactions(self, **filters: Any) -> list[dict[str, Any]]: ...
+    def list_transactions(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first; each row also has `evidence_count` (images linked by `add_evidence`)."""
+        ...
+
     def list_agents(self, silence_s: float = 120.0) -> list[dict[str, Any]]: ...
     def list_lanes(self) -> list[dict[str, Any]]: ...
     def list_devices(self) -> list[dict[str, Any]]: ...
@@ -1257,7 +1260,10 @@ class SqliteStore:
         if until:
             where.append("coalesce(decided_at, closed_at) < ?")
             params.append(iso(until))
-        sql = "SELECT * FROM transactions"
+        sql = (
+            "SELECT *, (SELECT count(*) FROM evidence e WHERE e.transaction_id = transactions.transaction_id)"
+            " AS evidence_count FROM transactions"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY coalesce(decided_at, closed_at) DESC LIMIT ?"

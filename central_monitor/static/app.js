@@ -237,7 +237,7 @@ function txRow(t, isNew) {
   return `<tr data-tx="${esc(t.transaction_id)}" class="${isNew ? "new" : ""}">
     <td>${hhmmss(t.decided_at || t.closed_at)}</td>
     <td>${esc(zoneName(t.zone))} ${esc(t.checkpoint)} · ${esc(t.lane || "")}</td>
-    <td>${t.plate ? `<span class="plate">${esc(t.plate)}</span>` : "–"}</td>
+    <td>${t.plate ? `<span class="plate">${esc(t.plate)}</span>` : "–"}${t.evidence_count ? ` <span class="tag" title="${t.evidence_count} evidence images">图 ${t.evidence_count}</span>` : ""}</td>
     <td>${esc(t.pass_no || "–")}</td>
     <td>${badge(t.verdict)}${t.manual ? ` <span class="tag" title="manual decision">人工</span>` : ""}${t.offline ? ` <span class="tag" title="decided offline">离线</span>` : ""}</td>
     <td>${esc((t.reasons || []).join(" "))}${t.closed_at ? "" : ` <span class="inlane" title="vehicle still in the lane">在道</span>`}</td></tr>`;

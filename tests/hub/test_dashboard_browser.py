@@ -158,6 +158,9 @@ async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path,
             await page.press("#search-q", "Enter")
             row = page.locator(f'#feed tr[data-tx="{tid}"]')
             await expect(row).to_contain_text("沪A66E88")
+            await expect(row.locator(".tag")).to_contain_text(
+                "图 1"
+            )  # the search result says it has a picture
             await row.click()
             thumb = page.locator("#tx-dialog .evidence img")
             await expect(thumb).to_have_count(1)

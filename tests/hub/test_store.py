@@ -347,3 +347,6 @@ def test_evidence_links_are_idempotent_per_transaction_and_image(store: SqliteSt
     assert [e["id"] for e in store.list_evidence("z/cp1/L1-1")] == [row["id"]]
     assert store.get_evidence(other["id"])["transaction_id"] == "z/cp1/L1-2"  # type: ignore[index]
     assert store.get_evidence(10**9) is None
+    store.ingest([tx_event("z/cp1", 1, "z/cp1/L1-1"), tx_event("z/cp1", 2, "z/cp1/L1-3")])
+    counts = {t["transaction_id"]: t["evidence_count"] for t in store.list_transactions()}
+    assert counts == {"z/cp1/L1-1": 1, "z/cp1/L1-3": 0}
