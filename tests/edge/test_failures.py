@@ -30,6 +30,11 @@ from efence.contract import (
 from tests.edge.site import CheckpointSite
 
 
+# time the agent may take to notice a loss (broker: TCP close; hub: its retained offline status) and to
+# hand a vehicle being gathered a fresh, offline record view (lane clock, 0.5 s)
+NOTICE_S = 2.0
+
+
 def _stamp(event: dict) -> float:
     return datetime.fromisoformat(event["observed_at"]).timestamp()
 
@@ -92,7 +97,9 @@ async def _outage(site: CheckpointSite, stop, start, min_s: float, what: str) ->
 
     def offline_decisions() -> list[dict]:
         return [
-            e for e in site.outbox_events("transaction") if e["payload"]["offline"] and _stamp(e) > down_at
+            e
+            for e in site.outbox_events("transaction")
+            if e["payload"]["offline"] and _stamp(e) > down_at + NOTICE_S
         ]
 
     await asyncio.sleep(min_s)
@@ -127,8 +134,7 @@ async def _broker_then_hub_outage(tmp_path, outage_s: float) -> dict:
 
         decisions = [e for e in site.hub_events() if e["type"] == "transaction"]
         for down, up, what in ((b_down, b_up, "broker"), (h_down, h_up, "hub")):
-            # a margin for noticing the loss (broker: TCP close; hub: its retained offline status)
-            during = [e for e in decisions if down + 2.0 < _stamp(e) < up]
+            during = [e for e in decisions if down + NOTICE_S < _stamp(e) < up]
             assert len(during) >= 2, f"the lanes kept deciding while the {what} was down"
             assert all(e["payload"]["offline"] for e in during), (
                 f"decisions without the {what} marked offline"
