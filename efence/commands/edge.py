@@ -2,6 +2,10 @@
 
 import asyncio
 import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +36,13 @@ def run(
     hub: Annotated[str | None, typer.Option(help="Override agent.hub_url.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Override agent.data_dir.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="rich (a terminal), plain (one timestamped line per event: files, journald) or json "
+            "(one object per line for a log collector). Default: rich on a terminal, else plain."
+        ),
+    ] = "auto",
 ) -> None:
     """Run the agent of one checkpoint: drivers, lane controllers, record cache, outbox and uplink.
 
@@ -46,7 +57,10 @@ def run(
         raise typer.Exit(0)
     from edge_agent.agent import EdgeAgent, load_command_key
 
-    setup_logging(log_level)
+    if log_format not in ("auto", "rich", "plain", "json"):
+        console.print(f"[red]--log-format must be rich, plain or json, not {log_format!r}[/red]")
+        raise typer.Exit(2)
+    configure_logs(log_level, log_format)
     try:
         zone = load_zone(config)
     except ConfigError as exc:
@@ -77,6 +91,35 @@ def run(
         asyncio.run(agent.run())
     except KeyboardInterrupt:
         console.print("agent stopped")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger (which part of the agent), message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logs(level: str, fmt: str = "auto") -> None:
+    """Logs a field engineer can read on a terminal, grep in a file, or feed to a collector."""
+    if fmt == "auto":
+        fmt = "rich" if sys.stderr.isatty() else "plain"
+    setup_logging(level, rich=fmt == "rich")
+    if fmt == "plain":  # UTC with the date: an agent's log outlives a day and crosses time zones
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s  %(message)s")
+        formatter.converter = time.gmtime
+        formatter.default_msec_format = "%s.%03dZ"
+        logging.getLogger().handlers[0].setFormatter(formatter)
+    elif fmt == "json":
+        logging.getLogger().handlers[0].setFormatter(JsonLogFormatter())
 
 
 async def _fetch_status(broker: str, agent_id: str | None, wait_s: float) -> list[AgentStatus]:
