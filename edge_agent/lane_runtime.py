@@ -31,12 +31,28 @@ from edge_agent.observations import (
 from edge_agent.outbox import Outbox
 from edge_agent.record_cache import RecordCache
 from efence.contract import EventType, LaneStatus, TransactionPayload
-from firmware_configs.devices import IoBoardConfig, LedBoardConfig
+from firmware_configs.devices import (
+    ContainerCameraConfig,
+    IoBoardConfig,
+    LedBoardConfig,
+    PlateCameraConfig,
+    RfidReaderConfig,
+    WeighbridgeConfig,
+)
 from firmware_configs.schema import Checkpoint, Lane, Zone
 
 log = logging.getLogger("efence.lane")
 
 LOOP_REFRESH_S = 1.0
+# the controller's device names → (driver config class, RFID role or None)
+RETRIGGER_TARGETS: dict[str, tuple[type, str | None]] = {
+    "plate_camera": (PlateCameraConfig, None),
+    "container_camera": (ContainerCameraConfig, None),
+    "weighbridge": (WeighbridgeConfig, None),
+    "rfid": (RfidReaderConfig, "e_plate"),
+    "card_reader": (RfidReaderConfig, "driver_card"),
+    "seal_reader": (RfidReaderConfig, "e_seal"),
+}
 RECORD_MODELS: dict[str, type] = {
     "passes": gc.GatePass,
     "vehicles": gc.Vehicle,
@@ -313,7 +329,40 @@ class LaneRuntime:
             case gc.RequestRecords():
                 await self._answer_records(cmd)
             case gc.Retrigger(device=device):
-                self.log.info("lane %s: re-gather requested from %s", self.lane.id, device)
+                await self._regather(device)
+
+    def drivers_for(self, device: str) -> list[Driver]:
+        """The lane's drivers behind one of the controller's device names."""
+        kind, role = RETRIGGER_TARGETS[device]
+        return [
+            d
+            for d in self.drivers.values()
+            if isinstance(d.config, kind) and (role is None or getattr(d.config, "role", None) == role)
+        ]
+
+    async def _regather(self, device: str) -> None:
+        """An officer asked for a fresh reading: ask the devices that can be asked (a driver with
+        `regather()`, e.g. one that polls), and say plainly which only report on their own."""
+        drivers = self.drivers_for(device)
+        if not drivers:
+            self.log.warning("lane %s: re-gather from %s: no such device on this lane", self.lane.id, device)
+            return
+        for driver in drivers:
+            regather = getattr(driver, "regather", None)
+            if regather is None:
+                self.log.info(
+                    "lane %s: re-gather from %s: %s reports on its own; waiting for its next reading",
+                    self.lane.id,
+                    device,
+                    driver.config.id,
+                )
+                continue
+            result = regather()
+            if asyncio.iscoroutine(result):
+                await result
+            self.log.info(
+                "lane %s: re-gather from %s: %s asked to read again", self.lane.id, device, driver.config.id
+            )
 
     async def _answer_records(self, req: gc.RequestRecords) -> None:
         view = await self._record_view(req)

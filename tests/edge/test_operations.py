@@ -31,3 +31,50 @@ def test_plain_logs_carry_a_utc_timestamp_level_and_part(capsys):
     date, clock, level, part, *message = err.split()
     assert len(date) == 10 and clock.endswith("Z") and level == "INFO" and part == "efence.agent"
     assert " ".join(message) == "agent ysp/port-gate starting"
+
+
+class _FakeDriver:
+    def __init__(self, config, can_regather: bool):
+        self.config = config
+        self.asked = 0
+        if can_regather:
+            self.regather = self._regather
+
+    async def _regather(self) -> None:
+        self.asked += 1
+
+
+async def test_an_officers_regather_reaches_the_drivers_that_can_read_again(tmp_path, caplog):
+    import gate_controller as gc
+    from edge_agent.lane_runtime import LaneRuntime
+    from edge_agent.outbox import Outbox
+    from edge_agent.record_cache import RecordCache
+    from firmware_configs.loader import load_zone
+    from tests.edge.site import ZONE_FILE
+
+    zone = load_zone(ZONE_FILE)
+    cp = zone.checkpoints[0]
+    lane = cp.lanes[0]
+    drivers = {d.id: _FakeDriver(d, can_regather=d.id == "eplate") for d in lane.devices}
+    outbox, records = Outbox(tmp_path / "o.sqlite", "z/c"), RecordCache(tmp_path / "r.sqlite", zone.id)
+    try:
+        runtime = LaneRuntime(
+            zone=zone,
+            checkpoint=cp,
+            lane=lane,
+            outbox=outbox,
+            records=records,
+            is_online=lambda: True,
+            records_fresh_at=lambda: None,
+            drivers=drivers,
+            evidence_dir=tmp_path,
+        )
+        caplog.set_level(logging.INFO, "efence.lane")
+        await runtime._execute_one(gc.Retrigger(device="rfid"))
+        await runtime._execute_one(gc.Retrigger(device="plate_camera"))
+    finally:
+        outbox.close()
+        records.close()
+    assert drivers["eplate"].asked == 1 and drivers["driver-card"].asked == 0
+    assert "eplate asked to read again" in caplog.text
+    assert "plate-cam reports on its own" in caplog.text
