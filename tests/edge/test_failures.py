@@ -29,7 +29,6 @@ from efence.contract import (
 )
 from tests.edge.site import CheckpointSite
 
-
 # time the agent may take to notice a loss (broker: TCP close; hub: its retained offline status) and to
 # hand a vehicle being gathered a fresh, offline record view (lane clock, 0.5 s)
 NOTICE_S = 2.0
@@ -40,7 +39,7 @@ def _stamp(event: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- kill -9
-async def _kill_repeatedly(tmp_path, kills: int) -> dict:
+async def _kill_repeatedly(tmp_path, kills: int, last_down_s: float = 0.0) -> dict:
     rng = random.Random(5)
     async with CheckpointSite(tmp_path) as site:
         site.start_traffic()
@@ -57,6 +56,8 @@ async def _kill_repeatedly(tmp_path, kills: int) -> dict:
             site.kill_agent()
             seen_before_kill.append(last)
             await asyncio.sleep(rng.uniform(0.2, 1.5))
+            if len(seen_before_kill) == kills:  # the last one stays dead a while (hub gap handling)
+                await asyncio.sleep(last_down_s)
             await site.start_agent()
         await site.wait_for(
             lambda: site.outbox()[0] > seen_before_kill[-1] + 5, 60, "traffic after the last restart"
@@ -85,7 +86,8 @@ async def test_kill_9_during_traffic_loses_and_duplicates_nothing(tmp_path):
 
 @pytest.mark.slow
 async def test_kill_9_ten_times_loses_and_duplicates_nothing(tmp_path):
-    summary = await _kill_repeatedly(tmp_path, kills=10)
+    # the last kill keeps the agent down 30 s: longer than the hub's resend attempts for a gap
+    summary = await _kill_repeatedly(tmp_path, kills=10, last_down_s=30.0)
     print(f"kill -9 x10: {summary}")
 
 
