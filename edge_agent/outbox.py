@@ -135,11 +135,18 @@ class Outbox:
         )
 
     async def acknowledge(self, acked_seq: int) -> int:
-        """The hub stored everything up to `acked_seq`: drop those rows. Returns how many were removed."""
+        """The hub stored everything up to `acked_seq`: drop those rows. Returns how many were removed.
+
+        Only rows sent since the last (re)connect or resend request are dropped; one still waiting to be
+        (re)sent stays until a later ack covers it after it went out. The hub acks past a hole it gave
+        up on (its `event_gap` alarm, e.g. after an agent was down for a while): without this, the
+        restarted agent could delete the very events of that hole before re-sending them. At worst an
+        event is sent once more, which the hub's upsert by id absorbs.
+        """
 
         def q(c: sqlite3.Connection) -> int:
             c.execute("BEGIN IMMEDIATE")
-            n = c.execute("DELETE FROM outbox WHERE seq <= ?", (acked_seq,)).rowcount
+            n = c.execute("DELETE FROM outbox WHERE seq <= ? AND sent_at IS NOT NULL", (acked_seq,)).rowcount
             c.execute("UPDATE outbox_meta SET value = max(value, ?) WHERE key = 'acked_seq'", (acked_seq,))
             c.execute("COMMIT")
             return n

@@ -78,3 +78,22 @@ async def test_an_officers_regather_reaches_the_drivers_that_can_read_again(tmp_
     assert drivers["eplate"].asked == 1 and drivers["driver-card"].asked == 0
     assert "eplate asked to read again" in caplog.text
     assert "plate-cam reports on its own" in caplog.text
+
+
+async def test_an_ack_never_drops_an_event_still_waiting_to_be_resent(tmp_path):
+    """The hub may ack past a hole it gave up on; the edge keeps the hole's events until they went out."""
+    from edge_agent.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "o.sqlite", "z/c")
+    try:
+        for i in range(3):
+            await outbox.append("lane_state", {"i": i})
+        await outbox.requeue_all()  # a reconnect: nothing counts as sent
+        await outbox.mark_sent([1, 3])  # 2 (the hole) has not gone out again yet
+        assert await outbox.acknowledge(3) == 2
+        assert [seq for seq, _ in await outbox.due(10, resend_after_s=10)] == [2]
+        await outbox.mark_sent([2])
+        assert await outbox.acknowledge(3) == 1
+        assert (await outbox.stats()).depth == 0
+    finally:
+        outbox.close()
