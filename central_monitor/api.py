@@ -331,7 +331,19 @@ def create_app(
         return tx
 
     # ----------------------------------------------------------------- evidence images
-    @app.post("/api/evidence/{transaction_id:path}/{sha256}/{name}", tags=["evidence"], status_code=201)
+    _image_body = {"schema": {"type": "string", "format": "binary"}}
+
+    @app.post(
+        "/api/evidence/{transaction_id:path}/{sha256}/{name}",
+        tags=["evidence"],
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"image/jpeg": _image_body, "image/png": _image_body},
+            }
+        },
+    )
     async def upload_evidence(
         transaction_id: str, sha256: str, name: str, request: Request, user: Viewer
     ) -> JSONResponse:

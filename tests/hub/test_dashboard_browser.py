@@ -1,20 +1,20 @@
-"""The dashboard in real headless Chromium: login, a live transaction, alarm acknowledgement, manual release."""
+"""The dashboard in real headless Chromium: login, a live transaction, alarm acknowledgement, manual release,
+and evidence images uploaded by the edge."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from edge_agent.evidence_upload import EvidenceUploader
 from efence.contract import (
     CommandResult,
     NonceLedger,
     SignedCommand,
     Topics,
-    agent_http_auth,
     decode,
     utcnow,
     verify_command,
@@ -116,8 +116,8 @@ async def test_login_live_transaction_alarm_ack_and_manual_release(tmp_path: Pat
 
 
 async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path, zone: str) -> None:
-    """An edge uploads a plate picture; an officer searches the plate, opens the transaction, sees the
-    thumbnail actually decoded by the browser, and enlarges it."""
+    """An edge's uploader sends a plate picture to the running hub; an officer searches the plate, opens
+    the transaction, sees the thumbnail actually decoded by the browser, and enlarges it."""
     assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
     key = b"c" * 32
     agent_id = f"{zone}/cp1"
@@ -132,17 +132,19 @@ async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path,
         await agent.status(agent_status(zone))
         await agent.send(tx_event(agent_id, 1, tid, plate="沪A66E88", pass_no="Z2248I261128000000000888"))
         await wait_for(lambda: hub.store.get_transaction(tid))
-        path = f"/api/evidence/{tid}/{hashlib.sha256(jpeg).hexdigest()}/cam-plate-plate.jpg"
-        async with httpx.AsyncClient(base_url=hub.url) as http:
-            r = await http.post(
-                path,
-                content=jpeg,
-                headers={
-                    "Authorization": agent_http_auth(agent_id, key, "POST", path),
-                    "Content-Type": "image/jpeg",
-                },
-            )
-        assert r.status_code == 201, r.text
+        # the edge's uploader, over real HTTP, from the folder layout LaneRuntime._keep_evidence writes
+        folder = tmp_path / "edge-evidence" / "20261128" / "L1"
+        folder.mkdir(parents=True)
+        picture = folder / f"{tid.replace('/', '_')}-cam-plate-plate.jpg"
+        picture.write_bytes(jpeg)
+        uploader = EvidenceUploader(agent_id, key, hub.url, tmp_path / "edge-evidence", scan_interval_s=3600)
+        upload_task = asyncio.create_task(uploader.run())
+        uploader.notify(picture)
+        try:
+            await wait_for(lambda: uploader.uploaded == 1, timeout=10)
+        finally:
+            upload_task.cancel()
+            await asyncio.gather(upload_task, return_exceptions=True)
 
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
