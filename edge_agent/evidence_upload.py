@@ -104,7 +104,12 @@ class EvidenceUploader:
 
     # ------------------------------------------------------------------ the task
     async def run(self) -> None:
-        await asyncio.to_thread(self._load_journal)
+        try:
+            await asyncio.to_thread(self._load_journal)
+        except OSError as exc:  # unreadable journal: re-uploads are harmless, a dead task is not
+            log.warning(
+                "evidence journal in %s unreadable (%s); the hub dedupes re-uploads", self.evidence_dir, exc
+            )
         owns_client = self._client is None
         client = self._client or httpx.AsyncClient(timeout=self.timeout_s)
         backoff = 0.5
@@ -112,16 +117,27 @@ class EvidenceUploader:
         try:
             while True:
                 if time.monotonic() >= next_scan:
-                    for path in await asyncio.to_thread(self._scan):
-                        self._pending.setdefault(path, None)
+                    try:
+                        for path in await asyncio.to_thread(self._scan):
+                            self._pending.setdefault(path, None)
+                    except OSError as exc:  # an unreadable folder must not end the agent's task group
+                        log.warning("evidence scan of %s failed: %s", self.evidence_dir, exc)
                     next_scan = time.monotonic() + self.scan_interval_s
                 while self._pending:
                     path = next(iter(self._pending))
-                    if await self._send(client, path):
+                    try:
+                        done = await self._send(client, path)
+                    except Exception as exc:  # disk full for the journal, unreadable file …: retry later
+                        log.warning("evidence upload of %s failed: %s; will retry", path, exc)
+                        done = False
+                    if done:
                         self._pending.pop(path, None)
                         backoff = 0.5
                         continue
-                    # hub unreachable or unwilling for now: keep the file at the head, wait, try again
+                    # hub unreachable or unwilling for now: wait, then try again — this file last, so one
+                    # file that cannot be read never holds up the others
+                    self._pending.pop(path, None)
+                    self._pending[path] = None
                     self.failures += 1
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)

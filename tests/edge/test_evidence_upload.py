@@ -167,3 +167,23 @@ async def test_the_hub_refuses_what_is_not_an_image_and_the_edge_gives_up_on_it(
     journal = (edir / JOURNAL).read_text()
     assert "rejected 415" in journal and "stored" in journal
     assert hub_store.list_evidence(f"{agent_id}/L1-20261128T083000-000001") == []
+
+
+async def test_a_file_that_cannot_be_read_does_not_hold_up_the_others(
+    tmp_path: Path, hub_store: SqliteStore, zone: str
+) -> None:
+    agent_id = f"{zone}/cp1"
+    app = create_app(hub_store, key_for=lambda a: KEY if a == agent_id else None)
+    edir = tmp_path / "evidence"
+    good = write_evidence(edir, agent_id, "L1", 2, "cam1", "plate.jpg", make_jpeg("ok"))
+    # named like evidence but unreadable as a file (a directory): reading it raises on every attempt
+    broken = good.parent / good.name.replace("000002", "000001")
+    broken.mkdir()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+        up = EvidenceUploader(agent_id, KEY, "http://hub", edir, client=client, scan_interval_s=3600)
+        up.notify(broken)
+        up.notify(good)
+        async with uploading(up):
+            await until(lambda: up.uploaded == 1)
+            assert up.failures >= 1 and up.backlog == 1  # still there, to be retried with back-off
+    assert len(hub_store.list_evidence(f"{agent_id}/L1-20261128T083000-000002")) == 1
