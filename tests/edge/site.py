@@ -61,6 +61,7 @@ class CheckpointSite:
         max_record_age_s: float = 3600.0,
         headway_s: tuple[float, float] = (0.5, 2.0),
         patience_s: float = 8.0,
+        outbox_capacity: int | None = None,
         seed: int = 7,
     ) -> None:
         self.tmp = tmp
@@ -70,6 +71,7 @@ class CheckpointSite:
         self.max_record_age_s = max_record_age_s
         self.headway_s = headway_s
         self.patience_s = patience_s
+        self.outbox_capacity = outbox_capacity or self.cp.agent.outbox_capacity
         self.seed = seed
         self.key = secrets.token_bytes(32)
         self.broker_port = free_port()
@@ -145,6 +147,7 @@ class CheckpointSite:
             metrics_port=self.metrics_port,
             status_interval_s=2.0,
             max_record_age_s=self.max_record_age_s,
+            outbox_capacity=self.outbox_capacity,
         )
         for lane in cp["lanes"]:
             rig = next(r for r in self.rigs if r.lane.id == lane["id"])
@@ -207,6 +210,20 @@ class CheckpointSite:
         os.kill(self.agent.pid, signal.SIGKILL)
         self.agent.wait(10)
         self.kills += 1
+
+    def prefill_outbox(self, n: int) -> None:
+        """While the agent is down: n telemetry events appended through the real Outbox, as a long
+        outage would leave them (they continue the agent's seq)."""
+        assert self.agent is None or self.agent.poll() is not None, "stop the agent first"
+        from edge_agent.outbox import Outbox
+
+        outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=self.outbox_capacity)
+        try:
+            outbox.db.call(
+                lambda c: [outbox._append(c, "telemetry", {"backlog": i}, None, None, None) for i in range(n)]
+            )
+        finally:
+            outbox.close()
 
     def agent_log_tail(self, n: int = 60) -> str:
         lines = self.agent_log.read_text(errors="replace").splitlines() if self.agent_log.exists() else []

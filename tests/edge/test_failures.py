@@ -12,6 +12,7 @@ outages of ~12 s; `-m slow` runs the long variants (10 kills, one-minute outages
 import asyncio
 import contextlib
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,7 @@ from tests.edge.site import CheckpointSite
 # time the agent may take to notice a loss (broker: TCP close; hub: its retained offline status) and to
 # hand a vehicle being gathered a fresh, offline record view (lane clock, 0.5 s)
 NOTICE_S = 2.0
+BACKLOG = 600  # events left in a 1000-event outbox by the last kill of the kill tests
 
 
 def _stamp(event: dict) -> float:
@@ -41,7 +43,7 @@ def _stamp(event: dict) -> float:
 # ---------------------------------------------------------------------------------------------- kill -9
 async def _kill_repeatedly(tmp_path, kills: int, last_down_s: float = 0.0) -> dict:
     rng = random.Random(5)
-    async with CheckpointSite(tmp_path) as site:
+    async with CheckpointSite(tmp_path, outbox_capacity=1000) as site:
         site.start_traffic()
         await site.wait_for(lambda: site.hub_counts()["transaction"] >= 2, 60, "first decisions at the hub")
         seen_before_kill, in_flight = [], 0
@@ -56,8 +58,11 @@ async def _kill_repeatedly(tmp_path, kills: int, last_down_s: float = 0.0) -> di
             site.kill_agent()
             seen_before_kill.append(last)
             await asyncio.sleep(rng.uniform(0.2, 1.5))
-            if len(seen_before_kill) == kills:  # the last one stays dead a while (hub gap handling)
-                await asyncio.sleep(last_down_s)
+            if len(seen_before_kill) == kills:
+                await asyncio.sleep(last_down_s)  # the last one stays dead a while (hub gap handling)
+                # and leaves a backlog beyond the alarm ratio (50 % of 1000): the restarted agent must
+                # raise the outbox alarm, then deliver it all
+                site.prefill_outbox(BACKLOG)
             await site.start_agent()
         await site.wait_for(
             lambda: site.outbox()[0] > seen_before_kill[-1] + 5, 60, "traffic after the last restart"
@@ -75,6 +80,9 @@ async def _kill_repeatedly(tmp_path, kills: int, last_down_s: float = 0.0) -> di
         summary = site.assert_delivered_exactly_once()
         assert site.kills == kills
         assert summary["decisions"] >= 3
+        alarms = [e["payload"] for e in site.hub_events() if e["type"] == "alarm"]
+        assert any(a.get("alarm") == "outbox_filling" for a in alarms), "no outbox alarm reached the hub"
+        assert re.search(r"outbox \d+% full", site.agent_log.read_text()), "outbox alarm not logged"
         summary["kills_with_unacked_events"] = in_flight
         return summary
 
