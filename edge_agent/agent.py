@@ -143,8 +143,16 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------ running
     async def run(self) -> None:
+        metrics_server = None
         if self.metrics_port:
-            start_http_server(self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+            metrics_server, _thread = start_http_server(
+                self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+            )
+            log.info(
+                "agent %s: Prometheus metrics on http://127.0.0.1:%d/metrics",
+                self.agent_id,
+                self.metrics_port,
+            )
         self._install_epoch()
         receiver = DeviceReceiver()
         if receiver.mount_drivers(self.drivers.values()):
@@ -175,6 +183,9 @@ class EdgeAgent:
                 for lane_id, lane in self.lanes.items():
                     tg.create_task(lane.run(), name=f"lane {lane_id}")
         finally:
+            if metrics_server is not None:  # an in-process agent (demo, tests) gives its port back
+                metrics_server.shutdown()
+                metrics_server.server_close()
             if receiver is not None:
                 await receiver.stop()
             self.outbox.close()
