@@ -42,6 +42,7 @@ from simulators.traffic import TrafficGenerator
 from simulators.weighbridge import WeighbridgeSimulator
 
 log = logging.getLogger("efence.demo")
+PASS_LEAD_S = 4.0
 LOCAL = "127.0.0.1"
 SERIAL_SIMS = {
     WeighbridgeConfig: WeighbridgeSimulator,
@@ -175,7 +176,9 @@ async def feed_traffic(rig: LaneRig, generator: TrafficGenerator, hub: Any, sett
             if old and str(old.get("stucd")) in ("0", "1"):
                 records.insert(0, ("gate_pass", trip.superseded_pass, {**old, "stucd": "6"}))
         await hub.import_records(rig.zone.id, records)
-        await asyncio.sleep(1.0)  # the pass is applied for before the truck turns up
+        # the pass is applied for well before the truck turns up: replication to the edge takes
+        # milliseconds, but a loaded machine (CI) can stretch that, and a missing pass is a REFUSE (F1)
+        await asyncio.sleep(PASS_LEAD_S)
         rig.scene.arrive(trip.vehicle)
         log.debug("%s: %s arrives (%s)", rig.key, trip.vehicle.plate, trip.anomaly or "clean")
         await asyncio.sleep(rng.uniform(*settings.headway_s))
