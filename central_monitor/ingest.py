@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from efence.contract import (
     decode,
     utcnow,
 )
+from efence.mqtt_tls import broker_security
 
 from .live import LiveBus
 from .store import HubStore, IngestResult, new_instance_id
@@ -68,16 +70,23 @@ class IngestConfig:
     resend_max_attempts: int = 5
     keepalive: int = 30
     reconnect_max_s: float = 10.0
+    tls_context: ssl.SSLContext | None = None  # from efence.mqtt_tls for mqtts:// URLs
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> IngestConfig:
         """`mqtt://[user:pass@]host:port` → config."""
-        rest = url.removeprefix("mqtt://")
+        sec = broker_security(url, default_username="efence-hub")  # refuses a bad TLS/credential set-up
+        kw.setdefault("tls_context", sec.tls_context)
+        rest = url.split("://", 1)[-1]
         creds, _, hostport = rest.rpartition("@")
         host, _, port = hostport.partition(":")
         user, _, pw = creds.partition(":")
         return cls(
-            host=host or "127.0.0.1", port=int(port or 1883), username=user or None, password=pw or None, **kw
+            host=host or "127.0.0.1",
+            port=int(port or (8883 if sec.tls_context else 1883)),
+            username=user or sec.username,
+            password=pw or sec.password,
+            **kw,
         )
 
 
@@ -160,6 +169,7 @@ class Ingest:
             keepalive=c.keepalive,
             will=aiomqtt.Will(Topics.HUB_STATUS, self._status(False), qos=1, retain=True),
             max_inflight_messages=100,
+            tls_context=c.tls_context,
             **kw,
         )
         client.pending_calls_threshold = 500  # acks go out 50 at a time by design; not worth a warning
