@@ -28,6 +28,7 @@ from efence.contract import (
     decode,
     utcnow,
 )
+from efence.mqtt_tls import broker_security
 
 log = logging.getLogger("efence.uplink")
 # one client per checkpoint: reconnecting every few seconds costs the broker nothing, and a gate that
@@ -85,6 +86,8 @@ class Uplink:
         self.zone, self.checkpoint = zone, checkpoint
         self.agent_id = f"{zone}/{checkpoint}"
         self.host, self.port, self.tls = broker_address(broker_url)
+        # TLS + broker credentials, checked now: a misconfigured agent refuses to start (efence.mqtt_tls)
+        self.security = broker_security(broker_url, default_username=self.agent_id)
         self.outbox = outbox
         self.status = status
         self.on_command = on_command
@@ -152,7 +155,9 @@ class Uplink:
             clean_session=True,
             keepalive=15,
             max_queued_outgoing_messages=0,
-            tls_params=aiomqtt.TLSParameters() if self.tls else None,
+            username=self.security.username,
+            password=self.security.password,
+            tls_context=self.security.tls_context,
         )
         client.pending_calls_threshold = self.batch + 50  # a batch in flight is by design, not a warning
         async with client:

@@ -1,9 +1,5 @@
 """The edge uplink and the hub ingest use efence.mqtt_tls: they refuse to start with TLS misconfigured
 and connect over verified TLS with their own broker credentials.
-
-Marked strict-xfail until the lead adds the integration lines (see the issue-8 report) to
-edge_agent/uplink.py and central_monitor/ingest.py: once they are in, these pass, strict xfail turns
-that into a failure, and the marker must be deleted — nothing here can stay green by accident.
 """
 
 from __future__ import annotations
@@ -21,11 +17,6 @@ from efence.contract import AgentStatus, Topics
 from efence.mqtt_tls import MqttSecurityError
 
 from .conftest import SiteBroker
-
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="efence.mqtt_tls not yet wired into edge_agent/uplink.py and central_monitor/ingest.py",
-)
 
 
 def _uplink(tmp_path: Path, url: str) -> Uplink:
