@@ -19,6 +19,7 @@ import gate_controller as gc
 from edge_agent.device_receiver import DeviceReceiver
 from edge_agent.drivers.base import Driver
 from edge_agent.drivers.registry import create_driver
+from edge_agent.evidence_upload import EvidenceUploader
 from edge_agent.lane_runtime import LaneRuntime
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox
@@ -110,6 +111,9 @@ class EdgeAgent:
             on_connected=self._sync_needed.set,
             status_interval_s=cfg.status_interval_s,
         )
+        self.evidence_uploader = EvidenceUploader(
+            self.agent_id, self.command_key, self.hub_url, self.data_dir / "evidence"
+        )
         for lane in self.checkpoint.lanes:
             runtime_holder: list[LaneRuntime] = []
             drivers = {}
@@ -128,6 +132,7 @@ class EdgeAgent:
                 records_fresh_at=lambda: self.records_fresh_at,
                 drivers=drivers,
                 evidence_dir=self.data_dir / "evidence",
+                on_evidence=self.evidence_uploader.notify,
                 on_event=self.uplink.nudge,
                 on_decision=self._count_decision(lane.id),
             )
@@ -176,6 +181,7 @@ class EdgeAgent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._shutdown_sentinel(), name="shutdown")
                 tg.create_task(self.uplink.run(), name="uplink")
+                tg.create_task(self.evidence_uploader.run(), name="evidence-upload")
                 tg.create_task(self._records_loop(), name="records")
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
                 for name, driver in self.drivers.items():

@@ -66,6 +66,17 @@ RECORD_MODELS: dict[str, type] = {
 }
 
 
+def image_file_name(name: str, data: bytes) -> str:
+    """A safe file name with the extension the bytes call for: cameras label parts `licensePlatePicture`."""
+    base = Path(name).name or "image"
+    kind = ".jpg" if data[:2] == b"\xff\xd8" else ".png" if data[:4] == b"\x89PNG" else ".bin"
+    return (
+        base
+        if base.lower().endswith(kind) or (kind == ".jpg" and base.lower().endswith(".jpeg"))
+        else base + kind
+    )
+
+
 def lane_config(zone: Zone, checkpoint: Checkpoint, lane: Lane) -> gc.LaneConfig:
     """The controller's view of a firmware-config lane."""
     return gc.LaneConfig(
@@ -105,6 +116,7 @@ class LaneRuntime:
     evidence_dir: Path
     on_event: Callable[[], None] = lambda: None
     on_decision: Callable[[str, float], Awaitable[None] | None] | None = None
+    on_evidence: Callable[[Path], None] = lambda path: None  # told about every evidence file written
     epoch: gc.EpochKey | None = None
     locked: bool = False
     light: str = "red"
@@ -406,7 +418,9 @@ class LaneRuntime:
         folder = self.evidence_dir / datetime.now(UTC).strftime("%Y%m%d") / self.lane.id
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in images.items():
-            (folder / f"{stem}-{device_id}-{Path(name).name or 'image.jpg'}").write_bytes(data)
+            path = folder / f"{stem}-{device_id}-{image_file_name(name, data)}"
+            path.write_bytes(data)
+            self.on_evidence(path)
 
     # ------------------------------------------------------------------ status
     def status(self) -> LaneStatus:

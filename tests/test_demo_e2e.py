@@ -65,6 +65,18 @@ async def test_demo_stack_delivers_transactions_from_all_four_zones(mosquitto_ur
             assert released, "clean trucks must be released"
             assert all(r["offline"] is False for r in released), "with the hub up, decisions are online"
 
+            # camera images travel from the edge's evidence folder to the hub and are linked to transactions
+            while time.monotonic() < deadline and not any(r.get("evidence_count") for r in rows):
+                await asyncio.sleep(2)
+                rows = (await client.get("/api/transactions", params={"limit": 500}, headers=headers)).json()
+            with_images = [r for r in rows if r.get("evidence_count")]
+            assert with_images, "no evidence image reached the hub"
+            detail = (
+                await client.get(f"/api/transactions/{with_images[0]['transaction_id']}", headers=headers)
+            ).json()
+            image = await client.get(detail["evidence"][0]["url"], headers=headers)
+            assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"  # a JPEG
+
             one = rows[0]
             filtered = (
                 await client.get(
