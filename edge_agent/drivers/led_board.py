@@ -147,6 +147,9 @@ class LedBoardDriver(SerialDriver):
         finally:
             for task in (changed, line):
                 task.cancel()
+            # wait for the cancelled read to finish: a second read() on the stream while the first is
+            # still pending raises "read() called while another coroutine is already waiting"
+            await asyncio.wait({changed, line})
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._changed.set()  # (re)connected: write the current text again
