@@ -62,3 +62,21 @@ def with_parity(data: bytes, parity: str) -> bytes:
         bit = (ones & 1) if parity == "E" else (1 - (ones & 1))
         out.append((b & 0x7F) | (bit << 7))
     return bytes(out)
+
+
+def skip_to_marker(buf: bytearray, marker: bytes, out: list, reason: str) -> bool:
+    """Drop whatever precedes the next frame start `marker`, reporting it as one `FrameError`.
+
+    Returns False when no marker is in the buffer yet (wait for more bytes); a long run of garbage with
+    no marker at all is reported and dropped, so a babbling line never grows the buffer without bound.
+    """
+    start = buf.find(marker)
+    if start < 0:
+        if len(buf) > GARBAGE_HOLD:
+            out.append(FrameError(reason, bytes(buf)))
+            buf.clear()
+        return False
+    if start > 0:
+        out.append(FrameError(reason, bytes(buf[:start])))
+        del buf[:start]
+    return True

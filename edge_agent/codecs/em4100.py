@@ -8,7 +8,7 @@ their sum modulo 256 on some readers (`check="sum"`).
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agent.codecs.common import GARBAGE_HOLD, FrameError, hex2, parse_hex2, xor_bytes
+from edge_agent.codecs.common import FrameError, hex2, parse_hex2, skip_to_marker, xor_bytes
 
 STX, ETX = 0x02, 0x03
 Check = Literal["xor", "sum"]
@@ -76,15 +76,8 @@ class Em4100Decoder:
         out: list[Em4100Frame | FrameError] = []
         size = self.frame_length
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no STX", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, STX, out, "no STX"):
                 break
-            if start > 0:
-                out.append(FrameError("no STX", bytes(buf[:start])))
-                del buf[:start]
             if len(buf) < size:
                 break
             result = self._decode(bytes(buf[:size]))

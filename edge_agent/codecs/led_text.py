@@ -11,7 +11,7 @@ GB18030 and UTF-8 never use bytes below 0x30 inside a multi-byte character, so S
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agent.codecs.common import GARBAGE_HOLD, FrameError, hex2, parse_hex2, xor_bytes
+from edge_agent.codecs.common import FrameError, hex2, parse_hex2, skip_to_marker, xor_bytes
 
 STX, ETX, ACK, NAK = 0x02, 0x03, 0x06, 0x15
 MAX_TEXT = 64
@@ -83,15 +83,8 @@ class LedTextDecoder:
         out: list[LedText | FrameError] = []
         max_len = 1 + 3 + MAX_TEXT + 1 + 2
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no STX", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, STX, out, "no STX"):
                 break
-            if start > 0:
-                out.append(FrameError("no STX", bytes(buf[:start])))
-                del buf[:start]
             end = buf.find(ETX, 1, max_len)
             nxt = buf.find(STX, 1, end if end > 0 else max_len)
             if nxt > 0:

@@ -6,7 +6,7 @@ number. A weight field of dashes (zero, initial-zero or tare error) decodes with
 
 from dataclasses import dataclass
 
-from edge_agent.codecs.common import GARBAGE_HOLD, FrameError
+from edge_agent.codecs.common import FrameError, skip_to_marker
 
 LF, CR = 0x0A, 0x0D
 FRAME_LEN = 20
@@ -99,15 +99,8 @@ class _LineFramer:
         buf += data
         out: list[bytes | FrameError] = []
         while buf:
-            start = buf.find(LF)
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no LF", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, LF, out, "no LF"):
                 break
-            if start > 0:
-                out.append(FrameError("no LF", bytes(buf[:start])))
-                del buf[:start]
             end = buf.find(CR, 1, self._max)
             inner = buf.find(LF, 1, end if end > 0 else self._max)
             if inner > 0:

@@ -8,7 +8,7 @@ is still checked for STX, the CR at byte 17 and digit-only fields.
 
 from dataclasses import dataclass
 
-from edge_agent.codecs.common import GARBAGE_HOLD, FrameError, with_parity
+from edge_agent.codecs.common import FrameError, skip_to_marker, with_parity
 
 STX, CR = 0x02, 0x0D
 _INCREMENTS = {(1, 0): 1, (0, 1): 2, (1, 1): 5, (0, 0): 0}
@@ -162,15 +162,8 @@ class ToledoDecoder:
         out: list[ToledoFrame | FrameError] = []
         buf = self._buf
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no STX", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, STX, out, "no STX"):
                 break
-            if start > 0:
-                out.append(FrameError("no STX", bytes(buf[:start])))
-                del buf[:start]
             if len(buf) < self._size:
                 break
             result = decode_frame(bytes(buf[: self._size]), self.with_checksum)

@@ -9,7 +9,7 @@
 
 from dataclasses import dataclass
 
-from edge_agent.codecs.common import GARBAGE_HOLD, FrameError, hex2, parse_hex2, xor_bytes
+from edge_agent.codecs.common import FrameError, hex2, parse_hex2, skip_to_marker, xor_bytes
 
 STX, ETX = 0x02, 0x03
 CMD_HANDSHAKE, CMD_GROSS, CMD_TARE, CMD_NET = "A", "B", "C", "D"
@@ -91,15 +91,8 @@ class _StxEtxFramer:
         buf += data
         out: list[bytes | FrameError] = []
         while buf:
-            start = buf.find(STX)
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no STX", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, STX, out, "no STX"):
                 break
-            if start > 0:
-                out.append(FrameError("no STX", bytes(buf[:start])))
-                del buf[:start]
             end = buf.find(ETX, 1, self._max)
             if end < 0:
                 if len(buf) >= self._max:  # no ETX where one must be: drop up to the next STX
@@ -176,15 +169,8 @@ class YaohuaReversedDecoder:
         buf += data
         out: list[YaohuaFrame | FrameError] = []
         while buf:
-            start = buf.find(b"=")
-            if start < 0:
-                if len(buf) > GARBAGE_HOLD:
-                    out.append(FrameError("no '='", bytes(buf)))
-                    buf.clear()
+            if not skip_to_marker(buf, b"=", out, "no '='"):
                 break
-            if start > 0:
-                out.append(FrameError("no '='", bytes(buf[:start])))
-                del buf[:start]
             if len(buf) < 9:
                 break
             raw = bytes(buf[:9])
