@@ -206,6 +206,7 @@ class IoBoardDriver(Driver):
             await asyncio.Event().wait()  # operator switched it off: no polling, no alarms
         self._last_read_at = self.clock()
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._stop_when_cancelled())
             tg.create_task(self._stale_watchdog())
             tg.create_task(
                 supervise(
@@ -216,6 +217,14 @@ class IoBoardDriver(Driver):
                     stopping=lambda: self.stopping,
                 )
             )
+
+    async def _stop_when_cancelled(self) -> None:
+        """Cancelled with its siblings when `run` is: sets `stopping`, which ends the poll loop and
+        `supervise` even if pymodbus swallowed the cancellation inside connect (asyncio.wait_for, 3.11)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stopping = True
 
     async def _connect_and_poll(self) -> None:
         client = make_client(self.config, self._timeout_s)
