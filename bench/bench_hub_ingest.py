@@ -191,14 +191,11 @@ async def _raw_rate(port: int) -> tuple[float, int]:
     return got / (last - start), got
 
 
-async def _hub_rate(port: int, db: Path) -> tuple[float, int, int]:
-    zone = f"bench-hub-{uuid.uuid4().hex[:6]}"
-    store = SqliteStore(db)
-    ingest = Ingest(store, IngestConfig(port=port, client_id=f"bench-hub-{uuid.uuid4().hex[:6]}",
-                                        persistent_session=False, gap_grace_s=5.0))  # fmt: skip
-    task = asyncio.create_task(ingest.run())
-    await asyncio.wait_for(ingest.connected.wait(), 5)
-    per_agent = EVENTS // AGENTS
+async def publish_until_acked(
+    port: int, zone: str, agents: int, per_agent: int, *, timeout_s: float
+) -> tuple[float, float]:
+    """Publish `agents × per_agent` events from a separate process and wait until the hub has acked every
+    agent's last seq; returns (start, time of the last ack) from `time.perf_counter()`."""
     acked: dict[str, int] = {}
     all_acked = asyncio.Event()
     last = 0.0
@@ -210,20 +207,32 @@ async def _hub_rate(port: int, db: Path) -> tuple[float, int, int]:
             async for m in watch.messages:
                 ack = decode(HubAck, bytes(m.payload))
                 acked[ack.agent_id] = max(acked.get(ack.agent_id, 0), ack.acked_seq)
-                if len(acked) == AGENTS and min(acked.values()) >= per_agent:
+                if len(acked) == agents and min(acked.values()) >= per_agent:
                     last = time.perf_counter()
                     all_acked.set()
 
         follower = asyncio.create_task(follow())
-        pub = _Publisher(port, zone, AGENTS, per_agent)
+        pub = _Publisher(port, zone, agents, per_agent)
         await pub.ready()
         start = pub.go()
         try:
-            await asyncio.wait_for(all_acked.wait(), 120)
+            await asyncio.wait_for(all_acked.wait(), timeout_s)
         except TimeoutError:
             last = time.perf_counter()
         follower.cancel()
         await pub.finish()
+    return start, last
+
+
+async def _hub_rate(port: int, db: Path) -> tuple[float, int, int]:
+    zone = f"bench-hub-{uuid.uuid4().hex[:6]}"
+    store = SqliteStore(db)
+    ingest = Ingest(store, IngestConfig(port=port, client_id=f"bench-hub-{uuid.uuid4().hex[:6]}",
+                                        persistent_session=False, gap_grace_s=5.0))  # fmt: skip
+    task = asyncio.create_task(ingest.run())
+    await asyncio.wait_for(ingest.connected.wait(), 5)
+    per_agent = EVENTS // AGENTS
+    start, last = await publish_until_acked(port, zone, AGENTS, per_agent, timeout_s=120)
     stored = store.health()["counts"]["events"]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

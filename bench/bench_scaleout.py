@@ -20,14 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import aiomqtt
-
-from bench.bench_hub_ingest import AGENTS, EVENTS, _broker, _hub_rate, _Publisher
-from efence.contract import HubAck, Topics, decode
+from bench.bench_hub_ingest import AGENTS, EVENTS, _broker, _hub_rate, publish_until_acked
 
 PG_ADMIN = os.environ.get("EFENCE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 WORKERS = (1, 2, 4)
@@ -97,33 +93,7 @@ async def _pg_rate(port: int, workers: int) -> tuple[float, int]:
                 line = await asyncio.to_thread(p.stdout.readline)  # type: ignore[union-attr]
                 if line.strip() != "ready":
                     raise RuntimeError(f"hub worker failed to start: {line!r}")
-            acked: dict[str, int] = {}
-            done = asyncio.Event()
-            last = 0.0
-            async with aiomqtt.Client(
-                "127.0.0.1", port, identifier=f"bench-acks-{uuid.uuid4().hex[:6]}"
-            ) as watch:
-                await watch.subscribe(Topics.ack(zone, "+"), qos=1)
-
-                async def follow() -> None:
-                    nonlocal last
-                    async for m in watch.messages:
-                        ack = decode(HubAck, bytes(m.payload))
-                        acked[ack.agent_id] = max(acked.get(ack.agent_id, 0), ack.acked_seq)
-                        if len(acked) == AGENTS and min(acked.values()) >= per_agent:
-                            last = time.perf_counter()
-                            done.set()
-
-                follower = asyncio.create_task(follow())
-                pub = _Publisher(port, zone, AGENTS, per_agent)
-                await pub.ready()
-                start = pub.go()
-                try:
-                    await asyncio.wait_for(done.wait(), 180)
-                except TimeoutError:
-                    last = time.perf_counter()
-                follower.cancel()
-                await pub.finish()
+            start, last = await publish_until_acked(port, zone, AGENTS, per_agent, timeout_s=180)
             import psycopg
 
             with psycopg.connect(url) as db:
