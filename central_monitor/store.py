@@ -487,9 +487,7 @@ class SqliteStore:
             agent_id=env.agent_id,
             event_id=env.id,
         )
-        alarm = self._raise(db, spec, now)
-        if alarm:
-            res.live.append({"type": "alarm", "data": alarm})
+        self._ring(db, spec, now, res.live)
         return inc
 
     def _advance(self, db: sqlite3.Connection, agent_id: str, res: IngestResult) -> None:
@@ -560,9 +558,7 @@ class SqliteStore:
                 checkpoint=checkpoint,
                 agent_id=agent_id,
             )
-            alarm = self._raise(db, spec, now)
-            if alarm:
-                res.live.append({"type": "alarm", "data": alarm})
+            self._ring(db, spec, now, res.live)
             self._advance(db, agent_id, res)
         return res
 
@@ -577,9 +573,7 @@ class SqliteStore:
         elif env.type == "lane_state":
             self._apply_lane_state(db, env, now, res)
         for spec in alarm_rules.from_event(env):
-            alarm = self._raise(db, spec, now)
-            if alarm:
-                res.live.append({"type": "alarm", "data": alarm})
+            self._ring(db, spec, now, res.live)
 
     def _apply_transaction(
         self, db: sqlite3.Connection, env: EventEnvelope, now: datetime, res: IngestResult
@@ -634,9 +628,7 @@ class SqliteStore:
             )
         res.live.append({"type": "transaction", "data": tx})
         for spec in self._record_alarms(db, env, tx):
-            alarm = self._raise(db, spec, now)
-            if alarm:
-                res.live.append({"type": "alarm", "data": alarm})
+            self._ring(db, spec, now, res.live)
 
     def _record_alarms(
         self, db: sqlite3.Connection, env: EventEnvelope, tx: dict[str, Any]
@@ -968,9 +960,7 @@ class SqliteStore:
                 agent_id=agent_id,
                 device_id=device_id,
             )
-            alarm = self._raise(db, spec, now)
-            if alarm:
-                res.live.append({"type": "alarm", "data": alarm})
+            self._ring(db, spec, now, res.live)
         elif observed == "up":
             db.execute(
                 "UPDATE alarms SET cleared_at=? WHERE dedupe_key=? AND cleared_at IS NULL",
@@ -1060,9 +1050,7 @@ class SqliteStore:
                     checkpoint=status.checkpoint,
                     agent_id=status.agent_id,
                 )
-                alarm = self._raise(db, spec, now)
-                if alarm:
-                    res.live.append({"type": "alarm", "data": alarm})
+                self._ring(db, spec, now, res.live)
             elif status.online:
                 db.execute(
                     "UPDATE alarms SET cleared_at=? WHERE dedupe_key=? AND cleared_at IS NULL",
@@ -1077,9 +1065,7 @@ class SqliteStore:
                         checkpoint=status.checkpoint,
                         agent_id=status.agent_id,
                     )
-                    alarm = self._raise(db, spec, now)
-                    if alarm:
-                        res.live.append({"type": "alarm", "data": alarm})
+                    self._ring(db, spec, now, res.live)
             agent = db.execute("SELECT * FROM agents WHERE agent_id=?", (status.agent_id,))
             res.live.append({"type": "agent", "data": _agent_public(_row(agent, agent.fetchone()), now, 1e9)})
         return res
@@ -1148,6 +1134,14 @@ class SqliteStore:
     def raise_alarm(self, spec: alarm_rules.AlarmSpec, now: datetime | None = None) -> dict[str, Any] | None:
         with self._tx() as db:
             return self._raise(db, spec, now or now_utc())
+
+    def _ring(
+        self, db: sqlite3.Connection, spec: alarm_rules.AlarmSpec, now: datetime, live: list[dict[str, Any]]
+    ) -> None:
+        """Raise the alarm and, when it rings anew, push it to the dashboards."""
+        alarm = self._raise(db, spec, now)
+        if alarm:
+            live.append({"type": "alarm", "data": alarm})
 
     def _raise(
         self, db: sqlite3.Connection, spec: alarm_rules.AlarmSpec, now: datetime
