@@ -121,27 +121,41 @@ def _check_xor(frame: bytes) -> bool:
     return got is not None and got == xor_bytes(frame[1:-3])
 
 
-class YaohuaDecoder:
-    """Decoder of tF=0 continuous 12-byte frames."""
+class _XorFramedDecoder:
+    """STX…ETX frames with an XOR check (tF=0 and command mode): framing and check here, fields in `_parse`."""
+
+    LENGTHS: tuple[int, ...] = ()
 
     def __init__(self) -> None:
-        self._framer = _StxEtxFramer((12,))
+        self._framer = _StxEtxFramer(self.LENGTHS)
 
     def reset(self) -> None:
         self._framer.reset()
 
-    def feed(self, data: bytes) -> list[YaohuaFrame | FrameError]:
-        out: list[YaohuaFrame | FrameError] = []
+    def _parse(self, raw: bytes) -> object:  # each subclass returns its own frame type or a FrameError
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
         for raw in self._framer.frames(data):
             if isinstance(raw, FrameError):
                 out.append(raw)
             elif not _check_xor(raw):
                 out.append(FrameError("bad checksum", raw))
-            elif (value := _parse_value_field(raw[1:9])) is None:
-                out.append(FrameError("bad weight field", raw))
             else:
-                out.append(YaohuaFrame(*value))
+                out.append(self._parse(raw))
         return out
+
+
+class YaohuaDecoder(_XorFramedDecoder):
+    """Decoder of tF=0 continuous 12-byte frames."""
+
+    LENGTHS = (12,)
+
+    def _parse(self, raw: bytes) -> YaohuaFrame | FrameError:
+        if (value := _parse_value_field(raw[1:9])) is None:
+            return FrameError("bad weight field", raw)
+        return YaohuaFrame(*value)
 
 
 # ----------------------------------------------------------------------------- "=" reversed
@@ -218,51 +232,27 @@ def _addr_cmd(raw: bytes) -> tuple[int, str] | None:
     return addr - 0x40, chr(cmd)
 
 
-class YaohuaRequestDecoder:
+class YaohuaRequestDecoder(_XorFramedDecoder):
     """Indicator side of command mode (used by the simulator): decodes host requests."""
 
-    def __init__(self) -> None:
-        self._framer = _StxEtxFramer((6,))
+    LENGTHS = (6,)
 
-    def reset(self) -> None:
-        self._framer.reset()
-
-    def feed(self, data: bytes) -> list[YaohuaRequest | FrameError]:
-        out: list[YaohuaRequest | FrameError] = []
-        for raw in self._framer.frames(data):
-            if isinstance(raw, FrameError):
-                out.append(raw)
-            elif not _check_xor(raw):
-                out.append(FrameError("bad checksum", raw))
-            elif (ac := _addr_cmd(raw)) is None:
-                out.append(FrameError("bad address or command", raw))
-            else:
-                out.append(YaohuaRequest(*ac))
-        return out
+    def _parse(self, raw: bytes) -> YaohuaRequest | FrameError:
+        if (ac := _addr_cmd(raw)) is None:
+            return FrameError("bad address or command", raw)
+        return YaohuaRequest(*ac)
 
 
-class YaohuaResponseDecoder:
+class YaohuaResponseDecoder(_XorFramedDecoder):
     """Host side of command mode: decodes indicator answers (6-byte handshake, 14-byte weight)."""
 
-    def __init__(self) -> None:
-        self._framer = _StxEtxFramer((6, 14))
+    LENGTHS = (6, 14)
 
-    def reset(self) -> None:
-        self._framer.reset()
-
-    def feed(self, data: bytes) -> list[YaohuaResponse | FrameError]:
-        out: list[YaohuaResponse | FrameError] = []
-        for raw in self._framer.frames(data):
-            if isinstance(raw, FrameError):
-                out.append(raw)
-            elif not _check_xor(raw):
-                out.append(FrameError("bad checksum", raw))
-            elif (ac := _addr_cmd(raw)) is None:
-                out.append(FrameError("bad address or command", raw))
-            elif len(raw) == 6:
-                out.append(YaohuaResponse(*ac))
-            elif (value := _parse_value_field(raw[3:11])) is None:
-                out.append(FrameError("bad weight field", raw))
-            else:
-                out.append(YaohuaResponse(*ac, weight=value[0], decimals=value[1]))
-        return out
+    def _parse(self, raw: bytes) -> YaohuaResponse | FrameError:
+        if (ac := _addr_cmd(raw)) is None:
+            return FrameError("bad address or command", raw)
+        if len(raw) == 6:
+            return YaohuaResponse(*ac)
+        if (value := _parse_value_field(raw[3:11])) is None:
+            return FrameError("bad weight field", raw)
+        return YaohuaResponse(*ac, weight=value[0], decimals=value[1])
