@@ -236,6 +236,54 @@ class RfidReaderConfig(DeviceBase):
 
 
 # --------------------------------------------------------------------------- cameras and LED
+class VisionCapture(ConfigModel):
+    """How the edge's own vision pipeline takes frames from a `vision` camera (docs/VISION.md, "Edge wiring")."""
+
+    source: Literal["stream", "snapshot"] = Field(
+        "stream",
+        description="`stream`: `stream_url` is a continuous stream (`rtsp://`, HTTP MJPEG, a video file, or a "
+        "USB device number such as `0`) read by a capture thread into a ring buffer; `snapshot`: an HTTP GET "
+        "of `stream_url` answers one JPEG, fetched only when the arming loop triggers.",
+    )
+    frames: int = Field(3, ge=1, le=10, description="Frames read per vehicle once the arming loop triggers.")
+    min_agree: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Frames that must read the same text; fewer, or a rival text read as often, is unreadable "
+        "(manual review).",
+    )
+    frame_interval_s: float = Field(
+        0.3, ge=0.05, le=5, description="Snapshot source: pause between the snapshots of one burst."
+    )
+    timeout_s: float = Field(
+        4.0,
+        gt=0,
+        le=30,
+        description="Longest wait for a burst's frames; what arrived by then is read, nothing is unreadable.",
+    )
+    buffer_frames: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="Stream source: frames kept (newest); older ones are dropped, so a slow reader never "
+        "builds a backlog.",
+    )
+    stale_after_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Stream source: no frame for this long counts as a failure (toward "
+        "`failures_before_down`); snapshot source: the URL is probed this often while idle.",
+    )
+
+    @model_validator(mode="after")
+    def _agree_within_frames(self) -> "VisionCapture":
+        if self.min_agree > self.frames:
+            raise ValueError(f"min_agree ({self.min_agree}) cannot exceed frames ({self.frames})")
+        return self
+
+
 class PlateCameraConfig(DeviceBase):
     """A plate (ANPR) camera: pushes its own results, or is read by the edge's vision pipeline."""
 
@@ -255,6 +303,10 @@ class PlateCameraConfig(DeviceBase):
     )
     min_confidence: float = Field(
         0.85, ge=0, le=1, description="Reads below this confidence count as unreadable (rule M1)."
+    )
+    vision: VisionCapture = Field(
+        default_factory=VisionCapture,
+        description="`vision` protocol: how frames are taken and how many must agree.",
     )
     dedupe_window_s: float = Field(
         5.0,
@@ -298,6 +350,10 @@ class ContainerCameraConfig(DeviceBase):
     stream_url: str | None = Field(None, description="Stream or snapshot URL for `vision`.")
     min_confidence: float = Field(
         0.80, ge=0, le=1, description="Reads below this confidence count as unreadable (rule M2)."
+    )
+    vision: VisionCapture = Field(
+        default_factory=VisionCapture,
+        description="`vision` protocol: how frames are taken and how many must agree.",
     )
     dedupe_window_s: float = Field(
         5.0, ge=0, le=120, description="The same number from this camera within this window is one sighting."

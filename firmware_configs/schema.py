@@ -178,6 +178,37 @@ class FenceCamera(ConfigModel):
     persistence_frames: int = Field(
         5, ge=1, description="Frames a blob must persist before it is an intrusion."
     )
+    checkpoint: Slug | None = Field(
+        None,
+        description="Id of the checkpoint whose edge agent analyses this camera (it must reach the stream "
+        "and it sends the intrusion events); empty: no edge agent watches it (e.g. an NVR does).",
+    )
+    source: Literal["stream", "snapshot"] = Field(
+        "stream",
+        description="`stream`: `stream_url` is RTSP/HTTP MJPEG/USB read continuously; `snapshot`: an HTTP GET "
+        "of `stream_url` answers one JPEG, fetched at `analysis_fps`.",
+    )
+    analysis_fps: float = Field(
+        5.0,
+        ge=0.2,
+        le=25,
+        description="Frames analysed per second (newer frames in between are skipped); persistence and "
+        "warm-up count analysed frames.",
+    )
+    zone_polygon: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="Image polygon (pixels) of this segment's ground; an intruder whose feet are inside is "
+        "on this segment. Empty: the whole frame.",
+    )
+    warmup_frames: int = Field(
+        20, ge=1, le=1000, description="Analysed frames of background learning before any alarm."
+    )
+    stale_after_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="No new frame for this long counts as a failure; three in a row report the camera down.",
+    )
 
 
 class FenceSegment(ConfigModel):
@@ -226,7 +257,24 @@ class Zone(ConfigModel):
         seg = [s.id for s in self.fence.segments]
         if len(seg) != len(set(seg)):
             raise ValueError("fence segment ids must be unique within a zone")
+        known = set(ids)
+        for segment in self.fence.segments:
+            for camera in segment.cameras:
+                if camera.checkpoint is not None and camera.checkpoint not in known:
+                    raise ValueError(
+                        f"fence camera {camera.id!r} on segment {segment.id!r}: checkpoint "
+                        f"{camera.checkpoint!r} is not a checkpoint of this zone ({', '.join(sorted(known))})"
+                    )
         return self
+
+    def fence_cameras_of(self, checkpoint_id: str) -> list[tuple[FenceSegment, FenceCamera]]:
+        """The fence cameras whose `checkpoint` names this checkpoint: its agent watches them."""
+        return [
+            (segment, camera)
+            for segment in self.fence.segments
+            for camera in segment.cameras
+            if camera.checkpoint == checkpoint_id
+        ]
 
     def checkpoint(self, checkpoint_id: str) -> Checkpoint:
         for c in self.checkpoints:
