@@ -144,6 +144,8 @@ class LaneRuntime:
                         loop, None
                     )  # unknown: stop refreshing, the controller will count it occupied
                     return
+                if loop == "arming" and occupied and not self._loops.get(loop, (False, 0.0))[0]:
+                    self._arming_triggered(obs.at)
                 self._loops[loop] = (occupied, obs.at)
                 event = gc.LoopChanged(loop=loop, occupied=occupied)
             case ArmPosition(arm_up=up, arm_down=down):
@@ -162,15 +164,23 @@ class LaneRuntime:
                 event = gc.DriverCardRead(card_id=tag)
             case TagRead(role="e_seal", tag_id=tag):
                 event = gc.SealRead(seal_id=tag, state="intact")
-            case PlateSighting(plate=plate, confidence=conf) if plate:
-                self._keep_evidence(obs.device_id, obs.images)
-                event = gc.PlateRead(plate=plate, confidence=conf)
+            case PlateSighting(plate=plate, confidence=conf):
+                self._keep_evidence(obs.device_id, obs.images)  # unreadable too: the officer reviews it
+                if plate:
+                    event = gc.PlateRead(plate=plate, confidence=conf)
             case ContainerSighting(number=number, confidence=conf, position=pos):
                 self._keep_evidence(obs.device_id, obs.images)
                 if number:
                     event = gc.ContainerRead(position=pos, number=number, confidence=conf)
         if event is not None:
             self.inbox.put_nowait(_Pending(event))
+
+    def _arming_triggered(self, at: float) -> None:
+        """A vehicle drove onto the arming loop: cameras that read on demand (`vision`) start now."""
+        for driver in self.drivers.values():
+            on_arming = getattr(driver, "on_arming", None)
+            if on_arming is not None:
+                on_arming(at)
 
     async def operator(self, event: gc.Event) -> gc.Step:
         """Feed an officer's (already authenticated) action; returns the controller's step."""

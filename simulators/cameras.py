@@ -35,8 +35,11 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -450,3 +453,112 @@ class ContainerCameraSimulator(_CameraSimulator):
                 number, confidence, position=self.config.position, jpeg=make_jpeg(number or "NONE")
             )
         return await self._post(self.target_url, body, "application/json")
+
+
+# --------------------------------------------------------------------------- IP cameras over HTTP
+class FrameHttpServer:
+    """A plain IP camera's HTTP interface, for `vision` cameras and the perimeter watch to read.
+
+    `GET /snapshot.jpg` answers the current frame as one JPEG (what `source: snapshot` fetches);
+    `GET /video.mjpg` streams `multipart/x-mixed-replace` MJPEG at `fps` (what `cv2.VideoCapture` reads
+    for `source: stream`). `frame()` is called for every answer and returns JPEG bytes, or None for
+    "no picture" (answered 503, like a camera whose sensor failed). The server runs in daemon threads
+    (`http.server.ThreadingHTTPServer`), so a test's or the demo's event loop never serves it. Set
+    `quiet = True` to make it answer nothing at all (a camera that hangs).
+    """
+
+    def __init__(self, frame: Callable[[], bytes | None], *, fps: float = 5.0, host: str = "127.0.0.1"):
+        self.frame = frame
+        self.fps = fps
+        self.host = host
+        self.port = 0
+        self.quiet = False
+        self.requests = 0
+        self._server: Any = None
+        self._thread: Any = None
+
+    def start(self, port: int = 0) -> int:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — stdlib signature
+                log.debug("frame server %s: " + format, outer.port, *args)
+
+            def do_GET(self) -> None:  # noqa: N802 — stdlib naming
+                outer.requests += 1
+                if outer.quiet:
+                    time.sleep(30)  # a hung camera: the client's timeout must save it
+                    return
+                path = self.path.split("?", 1)[0]
+                if path.endswith(".mjpg"):
+                    self._stream()
+                elif path.endswith((".jpg", ".jpeg")):
+                    data = outer.frame()
+                    if data is None:
+                        self.send_error(503, "no picture")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self.send_error(404, "try /snapshot.jpg or /video.mjpg")
+
+            def _stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while not outer.quiet and outer._server is not None:
+                        data = outer.frame()
+                        if data is not None:
+                            self.wfile.write(
+                                b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                + f"Content-Length: {len(data)}\r\n\r\n".encode()
+                                + data
+                                + b"\r\n"
+                            )
+                            self.wfile.flush()
+                        time.sleep(1.0 / outer.fps)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self._server = ThreadingHTTPServer((self.host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"frames:{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self.port
+
+    def url(self, path: str = "/snapshot.jpg") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+class PhotoFeed:
+    """Frames for a `FrameHttpServer` from real photographs (e.g. `../shared/data/plates`).
+
+    `show(path)` puts a vehicle in front of the camera; `show(None)` an empty lane (503, no picture).
+    The file's bytes are served as they are: the photos are JPEGs already.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._jpeg: bytes | None = None
+        self.show(path)
+
+    def show(self, path: str | Path | None) -> None:
+        self._jpeg = Path(path).read_bytes() if path is not None else None
+
+    def __call__(self) -> bytes | None:
+        return self._jpeg

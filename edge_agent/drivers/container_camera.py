@@ -19,7 +19,9 @@ device id). Spaces and hyphens in the number are tolerated (`CSQU 305438-3`). A 
 ISO 6346 check digit, or is read below `min_confidence`, is reported as unreadable (`number=None`) —
 never as a number. The same number from the same camera within `dedupe_window_s` is one sighting.
 
-`vision` cameras are read by `edge_agent.vision` from `stream_url`; this driver then only idles.
+`vision` cameras are read by the edge itself from `stream_url` when the lane's arming loop triggers
+(`edge_agent.drivers.vision_camera`); the agreed number — or an unreadable read with its frame as evidence
+— goes through the same `accept` path, so a number failing ISO 6346 is never reported as a number.
 """
 
 import asyncio
@@ -34,6 +36,7 @@ from edge_agent.device_receiver import PushReply
 from edge_agent.drivers.base import Driver, Emit
 from edge_agent.drivers.plate_camera import Deduper, PushRejected, _b64, _confidence, _text
 from edge_agent.drivers.registry import register
+from edge_agent.drivers.vision_camera import VisionCamera, VisionResult
 from edge_agent.observations import ContainerSighting
 from edge_agent.plates import normalise_container
 from firmware_configs.devices import ContainerCameraConfig
@@ -104,19 +107,47 @@ class ContainerCameraDriver(Driver):
         self.counters = self.health.counters
         self.counters.update({"sightings": 0, "duplicates": 0, "unreadable": 0})
         self._seq = 0
+        self._vision: VisionCamera | None = None
 
     @property
     def listen_path(self) -> str | None:
         return self.config.listen_path if self.config.protocol == "http-push" else None
 
     async def run(self) -> None:
-        if self.config.protocol == "vision":
-            self.log.info(
-                "container camera %s: numbers are read by edge_agent.vision from %s",
-                self.config.id,
-                self.config.stream_url,
-            )
+        if self.config.protocol == "vision" and self.config.enabled:
+            await self.vision.run()
         await asyncio.Event().wait()  # pushes arrive through the receiver; nothing to poll
+
+    @property
+    def vision(self) -> VisionCamera:
+        """The frame reader behind a `vision` camera (created on first use)."""
+        if self._vision is None:
+            self._vision = VisionCamera(
+                self.config, "container", self.health, self._vision_result, log=self.log
+            )
+        return self._vision
+
+    def on_arming(self, at: float) -> None:
+        """The lane's arming loop became occupied: a `vision` camera reads the box now."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            self.vision.trigger(at)
+
+    def regather(self) -> None:
+        """An officer asked for a fresh read: only a `vision` camera can be asked."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            self.vision.trigger()
+
+    def _vision_result(self, result: VisionResult) -> None:
+        self.accept(
+            ContainerRead(
+                number_text=result.text,
+                confidence=result.confidence,
+                event_key=f"vision|{id(self.vision):x}|{result.seq}",
+                position=self.config.position,
+                images=result.images,
+            ),
+            camera_answered=result.frames > 0,
+        )
 
     def handle_push(self, path: str, content_type: str, body: bytes) -> PushReply:
         """Parse, emit (store first), answer."""
@@ -134,9 +165,12 @@ class ContainerCameraDriver(Driver):
         number, outcome = self.accept(result)
         return PushReply.json(200, {"ok": True, "number": number, "result": outcome})
 
-    def accept(self, read: ContainerRead) -> tuple[str | None, str]:
+    def accept(self, read: ContainerRead, *, camera_answered: bool = True) -> tuple[str | None, str]:
+        """Check, de-duplicate and emit one reading; `camera_answered=False` for a `vision` read that got
+        no frame (emitted as unreadable, but no sign of life from the camera)."""
         now = self.clock()
-        self.health.ok(now)
+        if camera_answered:
+            self.health.ok(now)
         number = normalise_container(read.number_text)
         if number is None and read.number_text:
             self.log.info(

@@ -17,8 +17,9 @@ part, or a bare XML/JSON body) and JPEG parts; `dahua-itsapi` — JSON `Picture{
 NormalPic{Content base64}}`, answered `{"Result": true}` (also for its `KeepAlive`); `frigate-mqtt` —
 the driver subscribes to `mqtt_topic` on `mqtt_url` and takes `tracked_object_update` messages of
 `type: lpr` and `frigate/events` messages whose `after` carries `recognized_license_plate` (Frigate
-sends no picture over MQTT, so those sightings have no images); `vision` — registered so the config
-validates, but plates are read by `edge_agent.vision` from `stream_url`: this driver only idles.
+sends no picture over MQTT, so those sightings have no images); `vision` — the edge reads the plate
+itself from `stream_url` when the lane's arming loop triggers (`edge_agent.drivers.vision_camera`): the
+agreed read, or an unreadable one with the frame as evidence, goes through the same `accept` path.
 
 HTTP push drivers are mounted on `edge_agent.device_receiver.DeviceReceiver` by their `listen_path`.
 """
@@ -43,6 +44,7 @@ from urllib.parse import urlsplit
 from edge_agent.device_receiver import PushReply
 from edge_agent.drivers.base import Driver, Emit, supervise
 from edge_agent.drivers.registry import register
+from edge_agent.drivers.vision_camera import VisionCamera, VisionResult
 from edge_agent.observations import PlateSighting
 from edge_agent.plates import clean_plate_text, normalise_plate
 from firmware_configs.devices import PlateCameraConfig
@@ -373,6 +375,7 @@ class PlateCameraDriver(Driver):
         self.dedupe = Deduper(config.dedupe_window_s)
         self.counters = self.health.counters
         self.counters.update({"sightings": 0, "duplicates": 0, "ignored": 0, "unreadable": 0})
+        self._vision: VisionCamera | None = None
 
     @property
     def listen_path(self) -> str | None:
@@ -390,13 +393,39 @@ class PlateCameraDriver(Driver):
                 max_backoff_s=self.config.reconnect_max_s,
                 stopping=lambda: self.stopping,
             )
-        if self.config.protocol == "vision":
-            self.log.info(
-                "plate camera %s: plates are read by edge_agent.vision from %s",
-                self.config.id,
-                self.config.stream_url,
-            )
+        if self.config.protocol == "vision" and self.config.enabled:
+            await self.vision.run()
         await asyncio.Event().wait()  # push cameras: the receiver calls handle_push; nothing to poll
+
+    # ------------------------------------------------------------------ vision
+    @property
+    def vision(self) -> VisionCamera:
+        """The frame reader behind a `vision` camera (created on first use)."""
+        if self._vision is None:
+            self._vision = VisionCamera(self.config, "plate", self.health, self._vision_result, log=self.log)
+        return self._vision
+
+    def on_arming(self, at: float) -> None:
+        """The lane's arming loop became occupied: a `vision` camera reads the vehicle now."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            self.vision.trigger(at)
+
+    def regather(self) -> None:
+        """An officer asked for a fresh read: only a `vision` camera can be asked."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            self.vision.trigger()
+
+    def _vision_result(self, result: VisionResult) -> None:
+        self.accept(
+            PlateRead(
+                plate_text=result.text,
+                confidence=result.confidence,
+                event_key=f"vision|{self.config.id}|{id(self.vision):x}|{result.seq}",
+                images=result.images,
+                plate_color=result.colour,
+            ),
+            camera_answered=result.frames > 0,
+        )
 
     # ------------------------------------------------------------------ HTTP push
     def handle_push(self, path: str, content_type: str, body: bytes) -> PushReply:
@@ -447,8 +476,12 @@ class PlateCameraDriver(Driver):
                 self.subscribed.clear()
 
     # ------------------------------------------------------------------ common
-    def accept(self, result: ParseResult) -> str:
-        """Count, normalise, de-duplicate and emit one parse result; returns what happened."""
+    def accept(self, result: ParseResult, *, camera_answered: bool = True) -> str:
+        """Count, normalise, de-duplicate and emit one parse result; returns what happened.
+
+        `camera_answered=False`: a `vision` read that got no frame at all — still emitted (unreadable,
+        the lane needs to know), but it is no sign of life from the camera.
+        """
         now = self.clock()
         if not self.health.enabled:  # switched off by the operator: answered, never emitted
             self.counters["ignored"] += 1
@@ -457,7 +490,8 @@ class PlateCameraDriver(Driver):
             self.health.failed(result.reason, bad_frame=True)
             self.log.warning("plate camera %s: rejected push: %s", self.config.id, result.reason)
             return "rejected"
-        self.health.ok(now)
+        if camera_answered:
+            self.health.ok(now)
         if isinstance(result, Ignored):
             self.counters["ignored"] += 1
             return "ignored"
