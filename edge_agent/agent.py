@@ -23,6 +23,7 @@ from edge_agent.evidence_upload import EvidenceUploader
 from edge_agent.lane_runtime import LaneRuntime
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox
+from edge_agent.perimeter_watch import PerimeterWatch
 from edge_agent.record_cache import GapDetected, RecordCache
 from edge_agent.uplink import Uplink
 from efence import __version__
@@ -138,6 +139,19 @@ class EdgeAgent:
             )
             runtime_holder.append(runtime)
             self.lanes[lane.id] = runtime
+        # fence cameras whose `checkpoint` names this one are this agent's to watch (docs/VISION.md)
+        self.perimeter = [
+            PerimeterWatch(
+                self.agent_id,
+                segment,
+                camera,
+                self.outbox,
+                self.data_dir / "evidence",
+                on_evidence=self.evidence_uploader.notify,
+                on_event=self.uplink.nudge,
+            )
+            for segment, camera in self.zone.fence_cameras_of(self.checkpoint.id)
+        ]
 
     def _count_decision(self, lane_id: str):
         def count(verdict: str, seconds: float) -> None:
@@ -188,6 +202,8 @@ class EdgeAgent:
                     tg.create_task(driver.run(), name=f"driver {name}")
                 for lane_id, lane in self.lanes.items():
                     tg.create_task(lane.run(), name=f"lane {lane_id}")
+                for watch in self.perimeter:
+                    tg.create_task(watch.run(), name=f"perimeter {watch.camera.id}")
         finally:
             if metrics_server is not None:  # an in-process agent (demo, tests) gives its port back
                 metrics_server.shutdown()
@@ -204,6 +220,8 @@ class EdgeAgent:
         finally:
             for driver in self.drivers.values():
                 driver.stopping = True
+            for watch in self.perimeter:
+                watch.stopping = True
 
     def _install_epoch(self) -> None:
         """Start a random-draw epoch: the key stays on disk, only its commitment is published now."""

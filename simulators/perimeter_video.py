@@ -12,7 +12,8 @@ segments (image polygons). On top of it the generator can add:
 Frames are BGR ``uint8`` arrays, so they feed straight into
 ``edge_agent.vision.perimeter.PerimeterAnalyser``; each frame carries the ground truth.
 Needs numpy and OpenCV (the ``vision`` extra). ``python -m simulators.perimeter_video out.avi``
-writes a sample clip.
+writes a sample clip; ``python -m simulators.perimeter_video --serve 8554`` serves the demo scenario
+as an HTTP camera (``/snapshot.jpg``, ``/video.mjpg``) that an edge agent's perimeter watch can read.
 """
 
 from __future__ import annotations
@@ -159,8 +160,47 @@ def generate(sc: Scenario) -> Iterator[SyntheticFrame]:
         yield SyntheticFrame(i, frame, tuple(truth))
 
 
+class VideoFeed:
+    """Plays a `Scenario` in real time as JPEGs, for `simulators.cameras.FrameHttpServer`.
+
+    The frame shown is the one due at ``(now - started) * fps``; a reader that polls slower simply
+    skips frames, as with a real camera. After the last frame the feed holds it (``loop=False``:
+    a test knows exactly what was shown) or starts again (``loop=True``, the demo). Frames are rendered
+    and encoded once, up front: a 320x240 scenario of a few hundred frames is a few MB.
+    """
+
+    def __init__(self, sc: Scenario, *, fps: float = 5.0, loop: bool = False, quality: int = 85) -> None:
+        self.scenario = sc
+        self.fps = fps
+        self.loop = loop
+        self._jpegs: list[bytes] = []
+        self.truth: list[tuple[str, ...]] = []
+        for f in generate(sc):
+            ok, buf = cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:  # pragma: no cover - OpenCV always encodes a valid array
+                raise RuntimeError("JPEG encoding failed")
+            self._jpegs.append(buf.tobytes())
+            self.truth.append(f.intruder_segments)
+        self.started: float | None = None
+
+    def index(self, now: float | None = None) -> int:
+        """The frame due now (the clock starts at the first request)."""
+        import time
+
+        now = time.monotonic() if now is None else now
+        if self.started is None:
+            self.started = now
+        i = int((now - self.started) * self.fps)
+        return i % len(self._jpegs) if self.loop else min(i, len(self._jpegs) - 1)
+
+    def __call__(self) -> bytes:
+        return self._jpegs[self.index()]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        return _serve(int(argv[1]) if len(argv) > 1 else 8554)
     out = argv[0] if argv else "perimeter_demo.avi"
     sc = Scenario(
         frames=150,
@@ -176,6 +216,36 @@ def main(argv: list[str] | None = None) -> int:
         writer.write(f.image)
     writer.release()
     print(f"wrote {out}")
+    return 0
+
+
+def demo_scenario(seed: int = 7, frames: int = 300) -> Scenario:
+    """A minute at 5 fps: distractors all along, an intruder walking into segment A01 after 30 s."""
+    return Scenario(
+        frames=frames,
+        seed=seed,
+        intruders=[Intruder(enter_frame=frames // 2, start=(0.1, 0.95), stop=(0.3, 0.7), walk_frames=15)],
+        animals=1,
+        leaves=8,
+    )
+
+
+def _serve(port: int) -> int:
+    """`python -m simulators.perimeter_video --serve 8554`: the demo scenario as an HTTP camera."""
+    import time
+
+    from simulators.cameras import FrameHttpServer
+
+    server = FrameHttpServer(VideoFeed(demo_scenario(), fps=5.0, loop=True), fps=5.0)
+    server.start(port)
+    print(
+        f"perimeter camera: {server.url()} (snapshot) and {server.url('/video.mjpg')} (MJPEG); Ctrl-C stops"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
     return 0
 
 
