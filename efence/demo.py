@@ -43,6 +43,7 @@ from simulators.weighbridge import WeighbridgeSimulator
 
 log = logging.getLogger("efence.demo")
 PASS_LEAD_S = 4.0
+DEMO_FENCE_FPS = 2.0
 LOCAL = "127.0.0.1"
 SERIAL_SIMS = {
     WeighbridgeConfig: WeighbridgeSimulator,
@@ -62,6 +63,7 @@ class DemoSettings:
     seed: int = 1
     admin_password: str | None = None
     fresh: bool = True
+    perimeter: bool = True  # one synthetic fence camera per zone, watched by its first checkpoint
 
 
 @dataclass
@@ -118,10 +120,31 @@ async def start_lane_rig(zone: Zone, checkpoint: Checkpoint, lane: Lane, seed: i
 
 
 def localize(
-    zone: Zone, rigs: dict[str, LaneRig], data_dir: Path, broker_url: str, hub_url: str
+    zone: Zone,
+    rigs: dict[str, LaneRig],
+    data_dir: Path,
+    broker_url: str,
+    hub_url: str,
+    perimeter_url: str | None = None,
 ) -> tuple[Zone, dict[str, int]]:
-    """The zone config with every device endpoint pointed at its simulator and every agent at the demo hub."""
+    """The zone config with every device endpoint pointed at its simulator and every agent at the demo hub.
+
+    With `perimeter_url`, the zone's first fence camera reads that synthetic camera and is watched by the
+    zone's first checkpoint (2 fps snapshots: a few ms of CPU per frame, one analysis thread per agent).
+    """
     data = zone.model_dump(mode="json")
+    cameras = [(seg, cam) for seg in data["fence"]["segments"] for cam in seg["cameras"]]
+    if perimeter_url and cameras:
+        cameras[0][1].update(
+            stream_url=perimeter_url,
+            checkpoint=data["checkpoints"][0]["id"],
+            source="snapshot",
+            analysis_fps=DEMO_FENCE_FPS,
+            persistence_frames=3,
+            warmup_frames=10,
+            zone_polygon=[],
+            mask=[],
+        )
     receiver_ports: dict[str, int] = {}
     for cp in data["checkpoints"]:
         port = free_port()
@@ -184,6 +207,30 @@ async def feed_traffic(rig: LaneRig, generator: TrafficGenerator, hub: Any, sett
         await asyncio.sleep(rng.uniform(*settings.headway_s))
 
 
+async def start_fence_cameras(zones: list[Zone], stack: AsyncExitStack) -> dict[str, str]:
+    """One synthetic fence camera per zone (HTTP snapshots), each showing an intruder now and then.
+
+    One rendering of the video (about two seconds of CPU, off the event loop) is shared; each zone sees
+    it shifted in time, so the zones' intruders do not all turn up at once. Without the vision extra
+    the demo runs without perimeter cameras.
+    """
+    try:
+        from simulators.cameras import FrameHttpServer
+        from simulators.perimeter_video import VideoFeed, demo_scenario
+    except ImportError as exc:
+        log.info("demo: no perimeter cameras (%s); install the vision extra for them", exc)
+        return {}
+    feed = await asyncio.to_thread(VideoFeed, demo_scenario(frames=240), fps=DEMO_FENCE_FPS, loop=True)
+    loop_s = 240 / DEMO_FENCE_FPS
+    urls = {}
+    for i, zone in enumerate(zones):
+        server = FrameHttpServer(feed.shifted(i * loop_s / max(1, len(zones))), fps=DEMO_FENCE_FPS)
+        server.start()
+        stack.callback(server.stop)
+        urls[zone.id] = server.url()
+    return urls
+
+
 def _command_keys(zones: list[Zone], key_dir: Path) -> dict[str, bytes]:
     key_dir.mkdir(parents=True, exist_ok=True)
     keys = {}
@@ -232,9 +279,12 @@ async def run_demo(settings: DemoSettings, on_ready: Callable[[DemoInfo], None] 
                 for j, lane in enumerate(cp.lanes):
                     rig = await start_lane_rig(zone, cp, lane, seed=settings.seed * 1000 + i * 100 + j)
                     rigs[rig.key] = rig
+        fence_urls = await start_fence_cameras(zones, stack) if settings.perimeter else {}
         agents: list[EdgeAgent] = []
         for zone in zones:
-            local_zone, receiver_ports = localize(zone, rigs, data_dir, broker_url, hub_url)
+            local_zone, receiver_ports = localize(
+                zone, rigs, data_dir, broker_url, hub_url, fence_urls.get(zone.id)
+            )
             for cp in local_zone.checkpoints:
                 agents.append(
                     EdgeAgent(

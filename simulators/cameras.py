@@ -21,6 +21,10 @@ API (the demo builds one per configured camera of every lane)::
 
     box = ContainerCameraSimulator(config, scene, "http://127.0.0.1:8081" + config.listen_path)
 
+For cameras the edge reads itself (`protocol: vision`, fence cameras), `FrameHttpServer` serves frames
+the way a plain IP camera does (`/snapshot.jpg`, `/video.mjpg`), from `PhotoFeed` (real photographs) or
+`simulators.perimeter_video.VideoFeed` (synthetic fence video).
+
 With `scene=None` a simulator runs its own scene with a truck every 20 s (standalone mode for a field
 engineer pointing it at an agent). The payload builders (`hikvision_anpr_xml`, `hikvision_multipart`,
 `dahua_tollgate_json`, `frigate_lpr_json`, `container_push_json`, `make_jpeg`) are plain functions,

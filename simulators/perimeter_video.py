@@ -19,7 +19,7 @@ as an HTTP camera (``/snapshot.jpg``, ``/video.mjpg``) that an edge agent's peri
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -195,6 +195,12 @@ class VideoFeed:
 
     def __call__(self) -> bytes:
         return self._jpegs[self.index()]
+
+    def shifted(self, offset_s: float) -> Callable[[], bytes]:
+        """The same video `offset_s` later: several demo cameras from one rendering, intruders apart."""
+        import time
+
+        return lambda: self._jpegs[self.index(time.monotonic() + offset_s)]
 
 
 def main(argv: list[str] | None = None) -> int:
