@@ -304,6 +304,10 @@ class EdgeAgent:
                 lane, dev = name.split("/", 1)
                 m.device_up.labels(lane, dev).set({"up": 1, "down": 0}.get(d.health.observed, -1))
                 m.device_bad_frames.labels(lane, dev).set(d.health.counters.get("frames_bad", 0))
+            for watch in self.perimeter:  # fence cameras are not in a lane: labelled "perimeter"
+                m.device_up.labels("perimeter", watch.camera.id).set(
+                    {"up": 1, "down": 0}.get(watch.health.observed, -1)
+                )
             ratio = stats.fill_ratio
             if ratio >= self.checkpoint.agent.outbox_alarm_ratio and not self._outbox_alarmed:
                 self._outbox_alarmed = True

@@ -286,6 +286,3 @@ class PerimeterWatch:
             },
         )
         self.on_event()
-
-    def status(self) -> dict[str, Any]:
-        return {"type": "fence_camera", "segment": self.segment.id, **self.health.snapshot()}

@@ -410,10 +410,13 @@ class PlateCameraDriver(Driver):
         if self.config.protocol == "vision" and self.health.enabled:
             self.vision.trigger(at)
 
-    def regather(self) -> None:
-        """An officer asked for a fresh read: only a `vision` camera can be asked."""
+    @property
+    def regather(self) -> Callable[[], None] | None:
+        """An officer asked for a fresh read: a `vision` camera reads again; a push camera cannot be
+        asked (None: the lane then says it waits for the camera's next report)."""
         if self.config.protocol == "vision" and self.health.enabled:
-            self.vision.trigger()
+            return self.vision.trigger
+        return None
 
     def _vision_result(self, result: VisionResult) -> None:
         self.accept(

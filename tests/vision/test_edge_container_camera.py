@@ -129,3 +129,15 @@ def test_vision_plate_read_is_a_plate_only_if_well_formed_and_confident(text, co
         assert sighting.plate == normalise_plate(text)
     # a read that got no frame is no sign of life from the camera
     assert driver.health.observed == ("up" if frames else "unknown")
+
+
+def test_only_a_vision_camera_can_be_asked_to_read_again():
+    """The lane's re-gather asks drivers with a `regather`; a push camera must not pretend it can."""
+    push = PlateCameraConfig.model_validate(
+        {"id": "cam", "type": "plate_camera", "protocol": "hikvision-isapi", "listen_path": "/anpr"}
+    )
+    vision = PlateCameraConfig.model_validate(
+        {"id": "cam", "type": "plate_camera", "protocol": "vision", "stream_url": "http://127.0.0.1:9/x.jpg"}
+    )
+    assert PlateCameraDriver(push, lambda obs: None).regather is None
+    assert callable(PlateCameraDriver(vision, lambda obs: None).regather)
