@@ -7,9 +7,10 @@ events per second from the first publish until every agent's last seq is stored 
 (HubAck = contiguous seq committed in the shared store). The SQLite figure is taken before and after
 the PostgreSQL rounds and averaged, so load drifting on a shared machine hits both sides.
 
-Read the ratios with the machine in mind: broker, publisher and every worker share its cores, and the
-PostgreSQL store serialises write transactions with one advisory lock (store_pg.py), so extra
-workers add decoding/acking capacity, not parallel commits.
+Read the ratios with the machine in mind: broker, publisher, PostgreSQL and every worker share its
+cores. Workers commit in parallel (store_pg.py: per-agent locks, the batch inserted before them);
+with this load every batch of every worker holds events of most of the 20 agents, so the per-agent
+part of the commits (seq heads, acks) still queues, while decoding and the inserts overlap.
 """
 
 from __future__ import annotations
