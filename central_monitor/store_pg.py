@@ -458,6 +458,7 @@ class PgStore(SqliteStore):
         """SqliteStore._advance for every agent of the transaction at once: one read, one write."""
         st = self._txs
         if st is None or not st.agents or agent_id in st.advanced:
+            self._flush_heads()  # the paging version reads agent_seq: give it what was computed so far
             super()._advance(db, agent_id, res)
             return
         self._lock_agents()
@@ -467,6 +468,7 @@ class PgStore(SqliteStore):
         c, top, _inc, seqs = st.heads.pop(agent_id, (0, 0, 0, []))
         st.advanced.add(agent_id)
         if len(seqs) >= ADVANCE_PAGE:  # a long run above a hole: the paging version
+            self._flush_heads()
             super()._advance(db, agent_id, res)
             return
         gaps: list[tuple[int, int]] = []
