@@ -13,12 +13,15 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from central_monitor.store import IngestResult
+from central_monitor.store import IngestResult, SqliteStore
 from central_monitor.store_pg import PgStore
 from efence.contract import AgentStatus, EventEnvelope
 
@@ -88,6 +91,14 @@ def stores(pg_url: str) -> Iterator[Callable[..., PgStore]]:
         if isinstance(s, HeldStore):
             s.go_on.set()
         s.close()
+
+
+@pytest.fixture
+def sqlite_and_pg(pg_url: str, tmp_path: Path) -> Iterator[tuple[SqliteStore, PgStore]]:
+    lite, pg = SqliteStore(tmp_path / "ref.db"), PgStore(pg_url)
+    yield lite, pg
+    lite.close()
+    pg.close()
 
 
 def ev(agent: str, seq: int, type_: str = "telemetry", **payload: Any) -> EventEnvelope:
@@ -205,3 +216,36 @@ def test_last_will_seen_by_every_worker_rings_agent_offline_once(stores) -> None
     assert all(j.done_within(WAIT_S) for j in jobs)
     rang = [i for j in jobs for i in j.result.live if i["type"] == "alarm"]
     assert [i["data"]["kind"] for i in rang] == ["agent_offline"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    deliveries=st.lists(
+        st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=15), min_size=1, max_size=6
+    ),
+    other_agent_too=st.booleans(),
+)
+def test_batched_bookkeeping_answers_exactly_as_sqlite(
+    sqlite_and_pg: tuple[SqliteStore, PgStore], deliveries: list[list[int]], other_agent_too: bool
+) -> None:
+    """Any order of deliveries (gaps, repeats, redeliveries within and across batches): the PostgreSQL
+    write path (batch insert, batched seq heads) acks, counts and reports gaps exactly like SQLite."""
+    lite, pg = sqlite_and_pg
+    agent, other = f"zp/{uuid.uuid4().hex[:8]}", f"zp/{uuid.uuid4().hex[:8]}"
+    made: dict[tuple[str, int], EventEnvelope] = {}
+
+    def event(a: str, seq: int) -> EventEnvelope:  # one id per (agent, seq): a redelivery, not a new event
+        return made.setdefault((a, seq), ev(a, seq))
+
+    for seqs in deliveries:
+        batch = [event(agent, s) for s in seqs]
+        if other_agent_too:
+            batch += [event(other, s) for s in reversed(seqs)]
+        want, got = lite.ingest(batch), pg.ingest(batch)
+        assert (got.inserted, got.duplicates, got.conflicts) == (
+            want.inserted,
+            want.duplicates,
+            want.conflicts,
+        )
+        assert (got.contiguous, got.max_seq, got.gaps) == (want.contiguous, want.max_seq, want.gaps)
+    assert pg.contiguous_seq(agent) == lite.contiguous_seq(agent)
