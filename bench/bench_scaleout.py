@@ -7,9 +7,15 @@ events per second from the first publish until every agent's last seq is stored 
 (HubAck = contiguous seq committed in the shared store). The SQLite figure is taken before and after
 the PostgreSQL rounds and averaged, so load drifting on a shared machine hits both sides.
 
-Read the ratios with the machine in mind: broker, publisher and every worker share its cores, and the
-PostgreSQL store serialises write transactions with one advisory lock (store_pg.py), so extra
-workers add decoding/acking capacity, not parallel commits.
+A second set of rows takes MQTT out: 1, 2 and 4 writer processes call `PgStore.ingest` directly
+(6,000 telemetry events of 20 agents, batches of 100 mixing all agents, each writer its own share),
+against one in-process `SqliteStore` writer on the same events. That isolates what the write path
+itself does with parallel workers.
+
+Read the ratios with the machine in mind: broker, publisher, PostgreSQL and every worker share its
+cores. Workers commit in parallel (store_pg.py: per-agent locks, the batch inserted before them);
+with this load every batch of every worker holds events of most of the 20 agents, so the per-agent
+part of the commits (seq heads, acks) still queues, while decoding and the inserts overlap.
 """
 
 from __future__ import annotations
@@ -110,6 +116,89 @@ async def _pg_rate(port: int, workers: int) -> tuple[float, int]:
     return stored / (last - start), stored
 
 
+STORE_AGENTS, STORE_PER_AGENT, STORE_BATCH = 20, 300, 100
+
+
+def _store_events() -> list:
+    from efence.contract import EventEnvelope
+
+    return [
+        EventEnvelope.new(agent_id=f"bench-store/cp{a}", seq=s, type="telemetry", payload={"n": s})
+        for s in range(1, STORE_PER_AGENT + 1)
+        for a in range(STORE_AGENTS)
+    ]
+
+
+def _ingest_all(store, events: list) -> None:  # noqa: ANN001
+    for i in range(0, len(events), STORE_BATCH):
+        store.ingest(events[i : i + STORE_BATCH])
+
+
+def _store_writer_main(url: str, part: int, writers: int) -> None:
+    """Child process: ingest every `writers`-th event from `part` on once `go` arrives; prints the end time."""
+    import time
+
+    from central_monitor.store_pg import PgStore
+
+    store = PgStore(url)
+    mine = _store_events()[part::writers]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    _ingest_all(store, mine)
+    print(time.time(), flush=True)
+    store.close()
+
+
+def _store_rates() -> tuple[float, dict[int, tuple[float, int]]]:
+    """SQLite (one in-process writer) and PostgreSQL with 1/2/4 writer processes, events/s."""
+    import time
+
+    from central_monitor.store import SqliteStore
+    from central_monitor.store_pg import PgStore
+
+    events = _store_events()
+    with tempfile.TemporaryDirectory() as tmp:
+        sq = SqliteStore(Path(tmp) / "store.db")
+        t0 = time.perf_counter()
+        _ingest_all(sq, events)
+        sqlite_rate = len(events) / (time.perf_counter() - t0)
+        sq.close()
+    pg: dict[int, tuple[float, int]] = {}
+    for writers in WORKERS:
+        with _database() as url:
+            PgStore(url).close()
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, "-m", "bench.bench_scaleout", "--store-writer", url]
+            procs = [
+                subprocess.Popen(
+                    [*cmd, str(i), str(writers)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )  # fmt: skip
+                for i in range(writers)
+            ]
+            try:
+                for p in procs:
+                    if p.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                        raise RuntimeError("store writer failed to start")
+                start = time.time()
+                for p in procs:
+                    p.stdin.write("go\n")  # type: ignore[union-attr]
+                    p.stdin.flush()  # type: ignore[union-attr]
+                ends = [float(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+                import psycopg
+
+                with psycopg.connect(url) as db:
+                    stored = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+            finally:
+                for p in procs:
+                    p.wait(30)
+            pg[writers] = (stored / (max(ends) - start), stored)
+    return sqlite_rate, pg
+
+
 async def _main() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -142,6 +231,31 @@ async def _main() -> list[dict]:
                 "broker, publisher and workers",
             }
         )
+    sqlite_store, pg_store = _store_rates()
+    total = STORE_AGENTS * STORE_PER_AGENT
+    rows.append(
+        {
+            "benchmark": "scaleout_store_sqlite_1_writer",
+            "value": round(sqlite_store),
+            "unit": "events/s",
+            "baseline": round(sqlite_store),
+            "ratio": 1.0,
+            "notes": f"SqliteStore.ingest directly (no MQTT), {total} events of {STORE_AGENTS} agents, "
+            f"batches of {STORE_BATCH}",
+        }
+    )
+    for w, (rate, stored) in pg_store.items():
+        rows.append(
+            {
+                "benchmark": f"scaleout_store_postgresql_{w}_writer{'s' if w > 1 else ''}",
+                "value": round(rate),
+                "unit": "events/s",
+                "baseline": round(sqlite_store),
+                "ratio": round(rate / sqlite_store, 2),
+                "notes": f"PgStore.ingest directly from {w} process(es), each its share of every batch "
+                f"(all agents in every batch); stored {stored}/{total}",
+            }
+        )
     return rows
 
 
@@ -152,6 +266,8 @@ def run() -> list[dict]:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--store-writer":
+        _store_writer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         for row in run():
             print(row)

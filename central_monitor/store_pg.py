@@ -8,12 +8,20 @@ statement (cached): `?` → `%s`, `INSERT OR IGNORE` / `INSERT OR REPLACE` → `
 schema's types (`INTEGER` → `BIGINT`, `AUTOINCREMENT` → `BIGSERIAL`). One implementation of the
 rules, two engines: a fix in the SQLite store is a fix here, and the hub's store tests run on both.
 
-Concurrency between workers: every write transaction takes one PostgreSQL advisory lock
-(`pg_advisory_xact_lock`), the equivalent of SQLite's `BEGIN IMMEDIATE`. The store's rules do
-read-modify-write on rows shared across agents and zones (per-agent seq heads, alarms with dedupe
-keys, inter-zone transfers, record heads), and this keeps them exactly as correct as on SQLite.
-Workers still scale the MQTT side (decoding, validation, acks, batching) and commits are group
-commits; finer locks (per agent) are the next step if the database becomes the limit.
+Concurrency between workers (the write path, at the end of this file): workers commit in parallel.
+Ingest and agent status take one advisory lock per agent (`pg_advisory_xact_lock`, keyed by a hash
+of the agent id, always in sorted order) plus the hub-wide lock in *shared* mode; every other write
+(record imports, users, audit, commands, alarm acks, transfer checks) takes the hub-wide lock
+exclusively, so it runs alone exactly as on SQLite. A batch's events are inserted first, before any
+agent lock, in one `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING` (idempotent by event id and by
+(agent, incarnation, seq)); only the per-agent bookkeeping that follows (applying the events, seq
+heads, acks) runs under the agent locks, and it reads every agent's head and stored seqs in one
+query and writes the heads in one statement. Rows shared across agents get their own short locks:
+an alarm's dedupe key (raised exactly once), a zone's record log, a gate pass. Isolation is READ
+COMMITTED on purpose: after a lock is granted each statement sees what its previous holder
+committed (REPEATABLE READ would keep the snapshot from before the wait). A deadlock between two
+workers (they can only meet on those shared rows) or a race on the unique keys rolls the
+transaction back and runs it again, a few times, before the caller sees the error.
 
 URL: `postgresql://user@host:5432/dbname` (libpq syntax; `?options=-csearch_path%3Dschema` selects a
 schema). The password comes from `PGPASSWORD`, `~/.pgpass` or `PGPASSFILE`, never from a config.
@@ -22,18 +30,30 @@ schema). The password comes from `PGPASSWORD`, `~/.pgpass` or `PGPASSFILE`, neve
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
+import random
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from .store import SCHEMA, SqliteStore
+from efence.contract import AgentStatus, EventEnvelope
 
-WRITE_LOCK = 0x6566656E6365  # "efence": one advisory lock id for the hub's write transactions
+from . import alarms as alarm_rules
+from .store import SCHEMA, IngestResult, SqliteStore, StatusResult
+
+WRITE_LOCK = 0x6566656E6365  # "efence": the hub-wide lock (shared by ingest, exclusive for other writes)
 SCHEMA_LOCK = WRITE_LOCK + 1
+TX_ATTEMPTS = 6  # a transaction that lost a deadlock or a unique-key race is run again up to this often
+
+log = logging.getLogger("efence.hub.store_pg")
 
 
 # --------------------------------------------------------------------------- schema
@@ -292,16 +312,211 @@ class PgStore(SqliteStore):
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
+    # ----------------------------------------------------------------- write path
+    # `_tx` is SqliteStore's transaction hook: with no scope set it takes the hub-wide lock exclusively
+    # (everything the SQLite store does under BEGIN IMMEDIATE stays exactly as serial); `ingest`,
+    # `apply_status` and `abandon_gap` set an agent scope and run under per-agent locks instead.
+    _scope: tuple[str, ...] | None = None
+    _txs: _TxState | None = None
+
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         with self._lock:
-            self._db.execute("BEGIN")
+            conn = self._db.conn
+            scope, self._scope = self._scope, None  # nested writes of this transaction see no scope
+            mode = "pg_advisory_xact_lock_shared" if scope else "pg_advisory_xact_lock"
+            conn.execute(f"BEGIN; SELECT {mode}({WRITE_LOCK})")  # one round trip (simple protocol)
+            self._txs = _TxState(scope or ())
             try:
+                if scope and scope_eager(scope):
+                    self._lock_agents()
                 yield self._db
+                self._flush_heads()
             except BaseException:
-                self._db.conn.execute("ROLLBACK")
+                self._txs = None
+                conn.execute("ROLLBACK")
                 raise
-            self._db.conn.execute("COMMIT")
+            self._txs = None
+            conn.execute("COMMIT")
+
+    def _scoped(self, agents: set[str], eager: bool, fn: Any, *args: Any) -> Any:
+        """Run a write of `agents` under their own locks; run it again if it lost a race (see module doc)."""
+        scope = (*sorted(agents), *((EAGER,) if eager else ()))
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            with self._lock:
+                self._scope = scope
+                try:
+                    return fn(*args)
+                except RETRYABLE as exc:
+                    if attempt == TX_ATTEMPTS:
+                        raise
+                    log.info(
+                        "write of %s lost a race (attempt %d), running it again: %s", agents, attempt, exc
+                    )
+                finally:
+                    self._scope = None
+            time.sleep(random.uniform(0.001, 0.01 * attempt))  # noqa: S311 - jitter, not crypto
+        raise AssertionError("unreachable")
+
+    def ingest(self, events: list[EventEnvelope], now: datetime | None = None) -> IngestResult:
+        if not events:
+            return IngestResult()
+        return self._scoped({e.agent_id for e in events}, False, super().ingest, events, now)
+
+    def apply_status(self, status: AgentStatus, now: datetime | None = None) -> StatusResult:
+        return self._scoped({status.agent_id}, True, super().apply_status, status, now)
+
+    def abandon_gap(
+        self, agent_id: str, from_seq: int, to_seq: int, now: datetime | None = None
+    ) -> IngestResult:
+        return self._scoped({agent_id}, True, super().abandon_gap, agent_id, from_seq, to_seq, now)
+
+    def _lock_agents(self) -> None:
+        """Take this transaction's agent locks (sorted: two workers never wait on each other in a cycle)."""
+        st = self._txs
+        if st is None or st.locked or not st.agents:
+            return
+        conn = self._db.conn
+        conn.execute("; ".join(f"SELECT pg_advisory_xact_lock({lock_key('agent', a)})" for a in st.agents))
+        st.locked = True
+        st.incarnations = dict(
+            conn.execute(
+                "SELECT agent_id, incarnation FROM agent_seq WHERE agent_id = ANY(%s)", (list(st.agents),)
+            ).fetchall()
+        )
+
+    def _xlock(self, kind: str, name: str) -> None:
+        """A short lock on a row shared across agents (no-op when this transaction runs alone)."""
+        st = self._txs
+        if st is None or not st.agents:
+            return
+        key = lock_key(kind, name)
+        if key not in st.held:
+            self._db.conn.execute(f"SELECT pg_advisory_xact_lock({key})")
+            st.held.add(key)
+
+    def _incarnation(self, db: Any, agent_id: str) -> int:  # type: ignore[override]
+        st = self._txs
+        if st is None or not st.agents:
+            return SqliteStore._incarnation(db, agent_id)
+        if st.incarnations is None:  # before the agent locks: one query for the batch's agents
+            st.incarnations = dict(
+                self._db.conn.execute(
+                    "SELECT agent_id, incarnation FROM agent_seq WHERE agent_id = ANY(%s)", (list(st.agents),)
+                ).fetchall()
+            )
+        if not st.locked:
+            st.seen[agent_id] = int(st.incarnations.get(agent_id, 0))
+            return st.seen[agent_id]
+        return SqliteStore._incarnation(db, agent_id)  # under the lock: always the stored value
+
+    def _insert_all(
+        self, db: Any, events: list[EventEnvelope], received: str, incarnations: dict[str, int]
+    ) -> bool:
+        """The batch in one statement, *before* the agent locks; idempotent by id and (agent, seq).
+
+        Rows go in sorted by (agent, seq, id), so two workers inserting overlapping batches wait for
+        each other in one order and never deadlock; a row another worker has in flight makes this
+        statement wait for that worker's commit. Then the agent locks. If every event went in: True.
+        If some were already stored (redelivery): False, and the caller goes event by event, where
+        `_insert_event` reports this statement's rows as inserted and the others as duplicates. If an
+        event instead reuses a stored seq under a new id (the agent started over), the statement is
+        undone to a savepoint and the caller's one-by-one path (new incarnation) runs as on SQLite.
+        """
+        st = self._txs
+        if st is None or not st.agents:
+            return super()._insert_all(db, events, received, incarnations)
+        conn = self._db.conn
+        rows = sorted(
+            (self._event_row(e, received, incarnations[e.agent_id]) for e in events),
+            key=lambda r: (r[1], r[2], r[0]),
+        )
+        conn.execute("SAVEPOINT batch")
+        cur = conn.execute(INSERT_BATCH, [list(c) for c in zip(*rows, strict=True)])
+        st.mine = {r[0] for r in cur.fetchall()}
+        self._lock_agents()
+        stale = {a: i for a, i in st.seen.items() if (st.incarnations or {}).get(a, 0) != i}
+        if stale:  # an agent started a new incarnation meanwhile: redo the batch against it
+            raise StaleIncarnation(f"incarnation changed while storing a batch: {stale}")
+        if len(st.mine) == len(events):
+            return True
+        missing = list({e.id for e in events} - st.mine)
+        stored = conn.execute("SELECT count(*) FROM events WHERE id = ANY(%s)", (missing,)).fetchone()
+        if stored is None or int(stored[0]) != len(missing):  # a seq reused under a new id
+            conn.execute("ROLLBACK TO SAVEPOINT batch")
+            st.mine = set()
+        return False
+
+    def _insert_event(self, db: Any, env: EventEnvelope, received: str, incarnation: int) -> bool:  # type: ignore[override]
+        st = self._txs
+        if st is not None and env.id in st.mine:
+            st.mine.discard(env.id)  # stored by this transaction's batch statement (once)
+            return True
+        return super()._insert_event(db, env, received, incarnation)
+
+    def _advance(self, db: Any, agent_id: str, res: IngestResult) -> None:
+        """SqliteStore._advance for every agent of the transaction at once: one read, one write."""
+        st = self._txs
+        if st is None or not st.agents or agent_id in st.advanced:
+            self._flush_heads()  # the paging version reads agent_seq: give it what was computed so far
+            super()._advance(db, agent_id, res)
+            return
+        self._lock_agents()
+        if agent_id not in st.heads:
+            todo = [a for a in st.agents if a not in st.advanced] or [agent_id]
+            st.heads.update(_seq_heads(self._db.conn, todo))
+        c, top, _inc, seqs = st.heads.pop(agent_id, (0, 0, 0, []))
+        st.advanced.add(agent_id)
+        if len(seqs) >= ADVANCE_PAGE:  # a long run above a hole: the paging version
+            self._flush_heads()
+            super()._advance(db, agent_id, res)
+            return
+        gaps: list[tuple[int, int]] = []
+        prev = c
+        for s in seqs:
+            if s == prev + 1 and not gaps:
+                c = s
+            elif s > prev + 1 and len(gaps) < 20:
+                gaps.append((prev + 1, s - 1))
+            prev = s
+        if seqs:
+            top = max(top, seqs[-1])
+        st.head_writes[agent_id] = (c, top)
+        res.contiguous[agent_id] = c
+        res.max_seq[agent_id] = top
+        if top > c:
+            res.gaps[agent_id] = gaps
+
+    def _flush_heads(self) -> None:
+        st = self._txs
+        if st is None or not st.head_writes:
+            return
+        agents = sorted(st.head_writes)
+        self._db.conn.execute(
+            "INSERT INTO agent_seq (agent_id, contiguous_seq, max_seq) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) ON CONFLICT (agent_id) DO UPDATE "
+            "SET contiguous_seq=excluded.contiguous_seq, max_seq=excluded.max_seq",
+            (agents, [st.head_writes[a][0] for a in agents], [st.head_writes[a][1] for a in agents]),
+        )
+        st.head_writes.clear()
+
+    # rows shared across agents: each gets a short lock of its own while ingest runs in parallel
+    def _raise(self, db: Any, spec: alarm_rules.AlarmSpec, now: datetime) -> dict[str, Any] | None:
+        self._xlock("alarm", spec.dedupe_key)  # two workers never ring the same alarm twice
+        return super()._raise(db, spec, now)
+
+    def _put_record(self, db: Any, zone: str, *args: Any, **kwargs: Any) -> Any:
+        self._xlock("zone", zone)  # record_heads.head_seq is read, then written
+        return super()._put_record(db, zone, *args, **kwargs)
+
+    def _cross_pass(self, db: Any, env: EventEnvelope, pass_no: str, *args: Any) -> float | None:
+        self._xlock("pass", pass_no)  # one pass crossing at two gates: transfers and lists in order
+        return super()._cross_pass(db, env, pass_no, *args)
+
+    def _record_alarms(self, db: Any, env: EventEnvelope, tx: dict[str, Any]) -> list[alarm_rules.AlarmSpec]:
+        if tx.get("pass_no"):
+            self._xlock("pass", str(tx["pass_no"]))  # repeated_failures counts a pass's failures
+        return super()._record_alarms(db, env, tx)
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -314,6 +529,77 @@ class PgStore(SqliteStore):
                 self._db.conn.execute("SELECT count(*) FROM alarms WHERE acked_at IS NULL").fetchone()[0]
             )
         return {"ok": ok, "url": _redact(self.url), "counts": counts}
+
+
+# --------------------------------------------------------------------------- write path helpers
+EAGER = "\x00eager"  # scope marker: take the agent locks at BEGIN (status, gap) rather than after the insert
+ADVANCE_PAGE = 5000
+INSERT_BATCH = (
+    "INSERT INTO events SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::bigint[]) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+class StaleIncarnation(RuntimeError):
+    """An agent's incarnation changed between reading it and locking the agent: run the batch again."""
+
+
+RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.UniqueViolation,
+    StaleIncarnation,
+)
+
+
+def lock_key(kind: str, name: str) -> int:
+    """A stable signed 64-bit advisory lock key for `kind:name` (the same in every worker)."""
+    digest = hashlib.blake2b(f"{kind}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def scope_eager(scope: tuple[str, ...]) -> bool:
+    return bool(scope) and scope[-1] == EAGER
+
+
+@dataclass
+class _TxState:
+    """What one write transaction holds and has read (lives from BEGIN to COMMIT/ROLLBACK)."""
+
+    scope: tuple[str, ...]
+    locked: bool = False
+    incarnations: dict[str, int] | None = None
+    seen: dict[str, int] = field(default_factory=dict)  # incarnations used before the agent locks
+    held: set[int] = field(default_factory=set)
+    mine: set[str] = field(default_factory=set)  # event ids the batch statement inserted
+    heads: dict[str, tuple[int, int, int, list[int]]] = field(default_factory=dict)
+    advanced: set[str] = field(default_factory=set)
+    head_writes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        return tuple(a for a in self.scope if a != EAGER)
+
+
+def _seq_heads(
+    conn: psycopg.Connection[Any], agents: list[str]
+) -> dict[str, tuple[int, int, int, list[int]]]:
+    """agent → (contiguous_seq, max_seq, incarnation, stored seqs above contiguous_seq, ≤ one page)."""
+    rows = conn.execute(
+        "SELECT x.agent_id, coalesce(h.contiguous_seq, 0), coalesce(h.max_seq, 0), coalesce(h.incarnation, 0), "
+        "s.seq FROM unnest(%s::text[]) AS x(agent_id) LEFT JOIN agent_seq h ON h.agent_id = x.agent_id "
+        "LEFT JOIN LATERAL (SELECT e.seq FROM events e WHERE e.agent_id = x.agent_id "
+        "AND e.incarnation = coalesce(h.incarnation, 0) AND e.seq > coalesce(h.contiguous_seq, 0) "
+        "ORDER BY e.seq LIMIT %s) s ON true ORDER BY x.agent_id, s.seq",
+        (agents, ADVANCE_PAGE),
+    ).fetchall()
+    out: dict[str, tuple[int, int, int, list[int]]] = {}
+    for agent_id, c, top, inc, seq in rows:
+        head = out.setdefault(agent_id, (int(c), int(top), int(inc), []))
+        if seq is not None:
+            head[3].append(int(seq))
+    return out
 
 
 def _redact(url: str) -> str:

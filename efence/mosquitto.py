@@ -166,17 +166,26 @@ def ensure_password(secrets_dir: Path, user: str) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """The broker's TLS material. `require_client_cert` turns on mutual TLS (client certs from `cafile`'s CA)."""
+    """The broker's TLS material.
+
+    `require_client_cert` turns on mutual TLS: every client must present a certificate signed by
+    `cafile`'s CA (no certificate, or one from another CA, fails the handshake). With
+    `identity_as_username` the certificate's CN *is* the broker user (`zone/checkpoint`, `efence-hub`),
+    so the ACL binds to the certificate, not to a user name the client chose; no password is asked.
+    """
 
     cafile: Path
     certfile: Path
     keyfile: Path
     require_client_cert: bool = False
+    identity_as_username: bool = False
 
     def check(self) -> None:
         for name, path in (("cafile", self.cafile), ("certfile", self.certfile), ("keyfile", self.keyfile)):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"TLS {name} not found: {path}")
+        if self.identity_as_username and not self.require_client_cert:
+            raise ValueError("identity_as_username needs require_client_cert (mutual TLS)")
 
 
 def deployment_config(
@@ -229,7 +238,7 @@ def deployment_config(
             f"keyfile {tls.keyfile}",
             "tls_version tlsv1.2",
             f"require_certificate {'true' if tls.require_client_cert else 'false'}",
-            "use_identity_as_username false",
+            f"use_identity_as_username {'true' if tls.identity_as_username else 'false'}",
         ]
     if insecure_loopback_port is not None:
         lines += [
@@ -392,7 +401,7 @@ def make_cert(
     )
     _openssl(
         "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-        "-out", str(csr), "-subj", f"/CN={common_name}", cwd=out_dir,
+        "-out", str(csr), "-subj", "/CN=" + common_name.replace("/", "\\/"), cwd=out_dir,
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", str(csr), "-CA", str(ca[0].resolve()), "-CAkey", str(ca[1].resolve()),
@@ -402,3 +411,29 @@ def make_cert(
     csr.unlink()
     ext.unlink()
     return crt, key
+
+
+def client_cert_paths(pki_dir: Path, user: str) -> tuple[Path, Path]:
+    """Where a broker user's client certificate and key live: `<pki>/clients/<zone>/<checkpoint>.crt|.key`
+    for an agent, `<pki>/clients/efence-hub.crt|.key` for the hub (the layout of the password files)."""
+    if not user or ".." in user.split("/") or user.startswith("/"):
+        raise ValueError(f"not a broker user name for a certificate file: {user!r}")
+    base = pki_dir / "clients" / user
+    return base.with_name(base.name + ".crt"), base.with_name(base.name + ".key")
+
+
+def make_client_certs(
+    pki_dir: Path, users: list[str], *, ca: tuple[Path, Path], days: int = 825
+) -> dict[str, tuple[Path, Path]]:
+    """A client certificate (CN = the broker user) per user, signed by the site CA; existing ones are kept.
+
+    With `use_identity_as_username` the broker takes the CN as the user, so an agent's certificate
+    only ever opens that agent's topics in the ACL.
+    """
+    made: dict[str, tuple[Path, Path]] = {}
+    for user in users:
+        crt, key = client_cert_paths(pki_dir, user)
+        if not (crt.is_file() and key.is_file()):
+            make_cert(crt.parent, crt.stem, ca=ca, common_name=user, client=True, days=days)
+        made[user] = (crt, key)
+    return made

@@ -7,7 +7,10 @@ refuses to start with a message naming the file or setting, instead of retrying 
 - `mqtts://` needs a CA file (`ca_file` or `EFENCE_MQTT_CA_FILE`); it must exist and parse; the
   server certificate is always verified, hostname included. There is no fallback to plain text.
 - A client certificate needs its key and vice versa (mutual TLS, `EFENCE_MQTT_CERT_FILE` /
-  `EFENCE_MQTT_KEY_FILE`).
+  `EFENCE_MQTT_KEY_FILE`, else systemd credentials `mqtt-client.crt` / `mqtt-client.key`): both are
+  paths to PEM files, loaded and checked at start; the PEM itself never sits in a config. With a
+  client certificate no password is required (a broker with `use_identity_as_username` takes the
+  user from the certificate's CN).
 - TLS files with an `mqtt://` URL, or plain `mqtt://` to anything but loopback, are refused.
 - Passwords come from a file or the environment, never from the YAML configs:
   `EFENCE_MQTT_PASSWORD_FILE`, then systemd's `$CREDENTIALS_DIRECTORY/mqtt-password`
@@ -33,6 +36,8 @@ USER_ENV = "EFENCE_MQTT_USERNAME"
 PASSWORD_ENV = "EFENCE_MQTT_PASSWORD"
 PASSWORD_FILE_ENV = "EFENCE_MQTT_PASSWORD_FILE"
 CREDENTIAL_NAME = "mqtt-password"
+CERT_CREDENTIAL = "mqtt-client.crt"
+KEY_CREDENTIAL = "mqtt-client.key"
 
 
 class MqttSecurityError(ValueError):
@@ -72,8 +77,7 @@ def tls_context_for(
     """
     env = os.environ if env is None else env
     ca_file = ca_file or env.get(CA_ENV) or None
-    cert = cert or env.get(CERT_ENV) or None
-    key = key or env.get(KEY_ENV) or None
+    cert, key = client_cert_files(cert, key, env)
     u = urlsplit(url)
     if u.scheme not in ("mqtt", "mqtts"):
         raise MqttSecurityError(f"broker URL must be mqtt:// or mqtts://, got {url!r}")
@@ -110,6 +114,19 @@ def tls_context_for(
     return ctx
 
 
+def client_cert_files(
+    cert: str | Path | None, key: str | Path | None, env: Mapping[str, str]
+) -> tuple[str | Path | None, str | Path | None]:
+    """The client certificate and key paths: arguments, then the environment, then systemd credentials."""
+    cert = cert or env.get(CERT_ENV) or None
+    key = key or env.get(KEY_ENV) or None
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and not cert and not key:
+        c, k = Path(cred_dir) / CERT_CREDENTIAL, Path(cred_dir) / KEY_CREDENTIAL
+        cert, key = (c if c.is_file() else None), (k if k.is_file() else None)
+    return cert, key
+
+
 def tls_params_for(
     url: str,
     ca_file: str | Path | None = None,
@@ -122,10 +139,11 @@ def tls_params_for(
     env = os.environ if env is None else env
     if tls_context_for(url, ca_file, cert, key, env=env) is None:
         return None
+    cert, key = client_cert_files(cert, key, env)
     return aiomqtt.TLSParameters(
         ca_certs=str(ca_file or env.get(CA_ENV)),
-        certfile=str(cert or env.get(CERT_ENV)) if (cert or env.get(CERT_ENV)) else None,
-        keyfile=str(key or env.get(KEY_ENV)) if (key or env.get(KEY_ENV)) else None,
+        certfile=str(cert) if cert else None,
+        keyfile=str(key) if key else None,
         cert_reqs=ssl.CERT_REQUIRED,
         tls_version=ssl.PROTOCOL_TLS_CLIENT,
     )
@@ -172,11 +190,17 @@ def broker_security(
         )
     ctx = tls_context_for(url, env=env)
     password = u.password or mqtt_password(env)
-    # the agent id is the broker user only where there is a password for it (anonymous loopback demo)
-    username = u.username or env.get(USER_ENV) or (default_username if password is not None else None)
-    if password is None and not _is_loopback(u.hostname):
+    has_client_cert = ctx is not None and client_cert_files(None, None, env)[0] is not None
+    # the agent id is the broker user only where there is a password or a certificate for it
+    # (the loopback demo broker stays anonymous)
+    username = (
+        u.username
+        or env.get(USER_ENV)
+        or (default_username if password is not None or has_client_cert else None)
+    )
+    if password is None and not has_client_cert and not _is_loopback(u.hostname):
         raise MqttSecurityError(
-            f"no MQTT password for {u.hostname!r} (user {username or default_username!r}): set {PASSWORD_FILE_ENV}, LoadCredential="
-            f"{CREDENTIAL_NAME}:… or {PASSWORD_ENV}"
+            f"no MQTT password or client certificate for {u.hostname!r} (user {username or default_username!r}): "
+            f"set {PASSWORD_FILE_ENV}, LoadCredential={CREDENTIAL_NAME}:… or {PASSWORD_ENV}, or {CERT_ENV} and {KEY_ENV}"
         )
     return BrokerSecurity(username, password, ctx)

@@ -67,6 +67,13 @@ def config(
     require_client_cert: Annotated[
         bool, typer.Option(help="Mutual TLS: clients must present a certificate signed by the CA.")
     ] = False,
+    identity_as_username: Annotated[
+        bool,
+        typer.Option(
+            help="With --require-client-cert: the certificate's CN is the broker user (the ACL binds to "
+            "the certificate; no password). Make the certificates with `efence mqtt certs --zones …`."
+        ),
+    ] = False,
     port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
     bind: Annotated[str, typer.Option(help="TLS listener address.")] = "0.0.0.0",  # noqa: S104
     insecure_loopback_port: Annotated[
@@ -96,7 +103,12 @@ def config(
         if not (cafile and certfile and keyfile):
             err.print("[red]TLS needs all of --cafile, --certfile and --keyfile[/]")
             raise typer.Exit(2)
-        tls = mosquitto.TlsFiles(cafile.resolve(), certfile.resolve(), keyfile.resolve(), require_client_cert)
+        if identity_as_username and not require_client_cert:
+            err.print("[red]--identity-as-username needs --require-client-cert (mutual TLS)[/]")
+            raise typer.Exit(2)
+        tls = mosquitto.TlsFiles(
+            cafile.resolve(), certfile.resolve(), keyfile.resolve(), require_client_cert, identity_as_username
+        )
     elif insecure_loopback_port is None:
         err.print(
             "[red]a site broker needs TLS: pass --cafile/--certfile/--keyfile (see `efence mqtt certs`)[/]"
@@ -135,12 +147,26 @@ def certs(
     ] = None,
     client: Annotated[
         list[str] | None,
-        typer.Option("--client", help="Also a client certificate for this name (repeatable)."),
+        typer.Option("--client", help="Also a client certificate for this broker user (repeatable)."),
+    ] = None,
+    zones: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--zones",
+            help="Zone YAML files or directories: a client certificate per checkpoint agent, plus the hub's.",
+        ),
+    ] = None,
+    hub_user: Annotated[
+        list[str] | None,
+        typer.Option("--hub-user", help="Hub user(s) to certify with --zones (default efence-hub)."),
     ] = None,
 ) -> None:
-    """Make a private CA, the broker's certificate and optional client certificates (openssl).
+    """Make a private CA, the broker's certificate and client certificates for mutual TLS (openssl).
 
-    Example: `efence mqtt certs --out /etc/efence/pki --broker-host mqtt.efence.local --client efence-hub`
+    Client certificates (CN = broker user) go to `<out>/clients/<zone>/<checkpoint>.crt|.key` and
+    `<out>/clients/efence-hub.crt|.key`; existing ones are kept. The broker certificate is renewed.
+
+    Example: `efence mqtt certs --out /etc/efence/pki --broker-host mqtt.efence.local --zones /etc/efence/zones`
     """
     ca_crt, ca_key = out_dir / "ca.crt", out_dir / "ca.key"
     ca = (ca_crt, ca_key) if ca_crt.exists() and ca_key.exists() else mosquitto.make_ca(out_dir)
@@ -148,6 +174,14 @@ def certs(
         out_dir, "broker", ca=ca, common_name=broker_host[0], dns=broker_host, ips=broker_ip or []
     )
     out.print(f"CA {ca[0]}, broker certificate {crt}")
-    for name in client or []:
-        ccrt, _ = mosquitto.make_cert(out_dir, name.replace("/", "."), ca=ca, common_name=name, client=True)
-        out.print(f"client certificate {ccrt}")
+    users = list(client or [])
+    if zones:
+        users += hub_user or [mosquitto.DEFAULT_HUB_USER]
+        users += [mosquitto.agent_username(z, c) for z, c in _agents(zones, [])]
+    try:
+        made = mosquitto.make_client_certs(out_dir, list(dict.fromkeys(users)), ca=ca)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    for user, (ccrt, ckey) in made.items():
+        out.print(f"client certificate of {user}: {ccrt} (key {ckey})")
