@@ -87,6 +87,9 @@ def lane_config(zone: Zone, checkpoint: Checkpoint, lane: Lane) -> gc.LaneConfig
         gate_mode=lane.gate_mode,
         gate_number=lane.gate_no,
         offline_max_age_s=checkpoint.agent.max_record_age_s,
+        timeouts=lane.timeouts,
+        rules=zone.rules,
+        draw=zone.draw,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, model_validator
 
 from firmware_configs.base import ConfigModel
+from gate_controller.config import DrawPolicy, RulePolicy, Timeouts
 from firmware_configs.devices import (
     ContainerCameraConfig,
     Device,
@@ -40,6 +41,11 @@ class Lane(ConfigModel):
         "single", description="`single` gate, or one gate of a `double`-gate lane (pass status 3/4)."
     )
     gate_no: Literal[1, 2] = Field(1, description="For double-gate lanes: which gate this is (1 or 2).")
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts,
+        description="The lane controller's stage time limits: gather window, barrier timings, hold alarm. "
+        "Lengthen `gather_s` for a lane whose cameras are read by the edge's own vision (seconds per frame).",
+    )
     devices: list[Device] = Field(description="The lane's devices; the `type` key selects the driver.")
 
     @model_validator(mode="after")
@@ -248,6 +254,15 @@ class Zone(ConfigModel):
     )
     checkpoints: list[Checkpoint] = Field(min_length=1, description="The zone's checkpoints.")
     fence: Fence = Field(description="The perimeter fence and its sensors.")
+    rules: RulePolicy = Field(
+        default_factory=RulePolicy,
+        description="Release-rule tolerances and rates for every lane of the zone: first- and second-line "
+        "profiles and overrides matched on zone, lane and pass type.",
+    )
+    draw: DrawPolicy = Field(
+        default_factory=DrawPolicy,
+        description="Random-inspection calibration (rule version, credit-grade factors) for the zone.",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "Zone":

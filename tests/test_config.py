@@ -129,3 +129,26 @@ def test_show_prints_resolved_defaults():
     assert lane.gate_mode == "single"  # a default filled in
     result = runner.invoke(app, ["config", "show", "--zone", "atlantis"])
     assert result.exit_code == 1
+
+
+
+def test_lane_timeouts_and_zone_rules_reach_the_lane_controller(tmp_path):
+    """A vision lane needs a longer gather window and zone rules set the weight tolerance: both must arrive
+    in the controller's LaneConfig, and a misspelt timeout key is reported with its lane path."""
+    from edge_agent.lane_runtime import lane_config
+
+    tuned = GOOD.replace("    devices:\n", "    timeouts: {gather_s: 14}\n    devices:\n", 1)
+    tuned += "rules:\n  first_line: {weight_tolerance_min_kg: 800}\n"
+    zone, issues = validate_text(tuned, "zone.yaml")
+    assert issues == [] and zone is not None
+    cp = zone.checkpoints[0]
+    first, second = cp.lanes[0], cp.lanes[1]
+    assert lane_config(zone, cp, first).timeouts.gather_s == 14.0
+    assert lane_config(zone, cp, second).timeouts.gather_s == 8.0  # untouched lanes keep the default
+    assert lane_config(zone, cp, second).rules.first_line.weight_tolerance_min_kg == 800.0
+
+    bad = _broken(tmp_path, "    devices:\n", "    timeouts: {gather_sec: 12}\n    devices:\n")
+    with pytest.raises(ConfigError) as err:
+        load_zone(bad)
+    assert f"lanes[{first.id}].timeouts.gather_sec" in str(err.value)
+    assert "unknown key" in str(err.value)
