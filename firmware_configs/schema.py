@@ -9,7 +9,6 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, model_validator
 
 from firmware_configs.base import ConfigModel
-from gate_controller.config import DrawPolicy, RulePolicy, Timeouts
 from firmware_configs.devices import (
     ContainerCameraConfig,
     Device,
@@ -19,6 +18,7 @@ from firmware_configs.devices import (
     RfidReaderConfig,
     WeighbridgeConfig,
 )
+from gate_controller.config import DrawPolicy, RulePolicy, Timeouts
 
 T = TypeVar("T")
 

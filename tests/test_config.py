@@ -131,7 +131,6 @@ def test_show_prints_resolved_defaults():
     assert result.exit_code == 1
 
 
-
 def test_lane_timeouts_and_zone_rules_reach_the_lane_controller(tmp_path):
     """A vision lane needs a longer gather window and zone rules set the weight tolerance: both must arrive
     in the controller's LaneConfig, and a misspelt timeout key is reported with its lane path."""
