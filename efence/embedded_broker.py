@@ -4,20 +4,17 @@ Deployments use Mosquitto or an MQTT cluster; this exists so `make demo` needs n
 """
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from amqtt.broker import Broker
 
+from efence.ports import free_port
+
+__all__ = ["embedded_broker", "free_port"]
+
 for noisy in ("amqtt", "transitions"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from efence.ports import free_port
+
 NO_DROP_SETTINGS = """\
 # never silently drop an agent's messages (Mosquitto's defaults do, under load)
 max_queued_messages 0
@@ -48,9 +50,7 @@ def private_mosquitto(port: int | None = None, *, persistence: bool = False) -> 
     """Run `mosquitto` with `local_config` on a free port; yields `mqtt://127.0.0.1:PORT`."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
     with tempfile.TemporaryDirectory(prefix="efence-mosquitto-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(local_config(port, persistence_dir=Path(tmp) if persistence else None))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +10,11 @@ from pathlib import Path
 import pytest
 
 from efence import mosquitto
+from efence.ports import free_port
+
+__all__ = ["free_port"]  # the deploy tests import it from here
 
 AGENTS = [("z1", "gate-1"), ("z1", "gate-2"), ("z2", "gate-1")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
