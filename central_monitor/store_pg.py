@@ -254,10 +254,44 @@ class _Cursor:
 class PgConnection:
     """The part of `sqlite3.Connection` the store uses, on a psycopg 3 connection (autocommit + BEGIN)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], url: str | None = None) -> None:
         self.conn = conn
+        self.url = url
+        self.in_tx = False  # set by PgStore._tx: a dead connection then fails the transaction instead
+
+    def live(self) -> psycopg.Connection[Any]:
+        """The connection, opened again if PostgreSQL dropped it (restart, failover, idle kill).
+
+        Only between transactions: inside one, a silent switch to a new connection would run the rest of
+        the transaction's statements outside it; there the error surfaces and the batch is retried."""
+        if (self.conn.closed or self.conn.broken) and self.url and not self.in_tx:
+            log.warning("PostgreSQL connection lost; connecting again to %s", _redact(self.url))
+            self.conn = psycopg.connect(self.url, autocommit=True)
+        return self.conn
+
+    def begin(self, sql: str) -> psycopg.Connection[Any]:
+        """Start a transaction; a connection found dead at this point (nothing done yet) is replaced once."""
+        conn = self.live()
+        try:
+            conn.execute(sql)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            conn = self.live()
+            conn.execute(sql)
+        return conn
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> _Cursor:
+        if not self.in_tx:  # a read between transactions: safe to send again on a new connection
+            try:
+                return self._execute(sql, params)
+            except psycopg.OperationalError:
+                if not self.conn.broken:
+                    raise
+        return self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> _Cursor:
+        self.live()
         head = sql.strip().upper()
         if head.startswith("PRAGMA"):
             return _Cursor(self.conn.execute("SELECT 'ok'"), False)
@@ -305,7 +339,7 @@ class PgStore(SqliteStore):
         # no file: the API then keeps evidence images only where it is given an evidence_dir explicitly
         self.path = None  # type: ignore[assignment]
         conn = psycopg.connect(url, autocommit=True)
-        self._db = PgConnection(conn)  # type: ignore[assignment]
+        self._db = PgConnection(conn, url)  # type: ignore[assignment]
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))  # workers starting together
         try:
             self._db.executescript(SCHEMA)
@@ -322,11 +356,11 @@ class PgStore(SqliteStore):
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         with self._lock:
-            conn = self._db.conn
             scope, self._scope = self._scope, None  # nested writes of this transaction see no scope
             mode = "pg_advisory_xact_lock_shared" if scope else "pg_advisory_xact_lock"
-            conn.execute(f"BEGIN; SELECT {mode}({WRITE_LOCK})")  # one round trip (simple protocol)
+            conn = self._db.begin(f"BEGIN; SELECT {mode}({WRITE_LOCK})")  # one round trip
             self._txs = _TxState(scope or ())
+            self._db.in_tx = True
             try:
                 if scope and scope_eager(scope):
                     self._lock_agents()
@@ -334,9 +368,12 @@ class PgStore(SqliteStore):
                 self._flush_heads()
             except BaseException:
                 self._txs = None
-                conn.execute("ROLLBACK")
+                self._db.in_tx = False
+                if not conn.broken:
+                    conn.execute("ROLLBACK")
                 raise
             self._txs = None
+            self._db.in_tx = False
             conn.execute("COMMIT")
 
     def _scoped(self, agents: set[str], eager: bool, fn: Any, *args: Any) -> Any:
@@ -520,7 +557,7 @@ class PgStore(SqliteStore):
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            ok = self._db.conn.execute("SELECT 1").fetchone() == (1,)
+            ok = self._db.live().execute("SELECT 1").fetchone() == (1,)
             counts = {
                 t: int(self._db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # noqa: S608 - fixed
                 for t in ("events", "transactions", "agents", "records")

@@ -75,6 +75,26 @@ def test_two_stores_on_one_database_store_each_event_once(pg_url: str) -> None:
         b.close()
 
 
+def test_a_dropped_connection_is_opened_again_between_transactions(pg_url: str) -> None:
+    """PostgreSQL restarted or an idle connection killed: the worker must not fail every commit until
+    someone restarts it. Killed from outside with pg_terminate_backend, as a restart would."""
+    import psycopg
+
+    s = PgStore(pg_url)
+    try:
+        s.ingest([_ev("zz/gate-1", i) for i in range(1, 11)])
+        pid = s._db.conn.info.backend_pid
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        res = s.ingest([_ev("zz/gate-1", i) for i in range(11, 21)])
+        assert res.inserted == 10 and res.contiguous.get("zz/gate-1") == 20
+        assert s._db.conn.info.backend_pid != pid
+        assert s.health()["counts"]["events"] == 20
+        assert s.contiguous_seq("zz/gate-1") == 20
+    finally:
+        s.close()
+
+
 def test_sql_translation() -> None:
     assert translate("INSERT OR IGNORE INTO events VALUES (?,?)", True)[0].endswith("ON CONFLICT DO NOTHING")
     q, _ = translate("INSERT OR REPLACE INTO event_gaps VALUES (?,?,?,?)", True)
