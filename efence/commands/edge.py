@@ -72,8 +72,11 @@ def run(
             f"[red]zone {zone.id} has several checkpoints; choose one with --checkpoint: {', '.join(ids)}[/red]"
         )
         raise typer.Exit(1)
+    from edge_agent.config_apply import open_slot, run_agent
+
     try:
         cp = zone.checkpoint(checkpoint or ids[0])
+        zone, cp, applier = open_slot(config, zone, cp, data_dir)  # the pushed config, if any
         key = load_command_key(cp)
     except (KeyError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
@@ -86,9 +89,10 @@ def run(
         hub_url=hub,
         data_dir=data_dir,
         metrics_port=cp.agent.metrics_port,
+        config=applier,
     )
     try:
-        asyncio.run(agent.run())
+        run_agent(agent.run())  # re-executes itself when a pushed config is applied or rolled back
     except KeyboardInterrupt:
         console.print("agent stopped")
 
