@@ -124,6 +124,9 @@ class ConfigApplier:
         self.poll_s = poll_s
         self.agent: EdgeAgent | None = None
         self._restart_why = ""
+        # offers arrive on the uplink's task, confirm/rollback run on ours: the slot's read-modify-write
+        # of state.json must not interleave (a lost rollback would leave a bad config marked good)
+        self._lock = asyncio.Lock()
 
     def bind(self, agent: EdgeAgent) -> dict[str, Callable[[bytes], Awaitable[None]]]:
         """Attach to the agent; returns the uplink's extra topic handlers (the config offer topic)."""
@@ -212,13 +215,14 @@ class ConfigApplier:
             offer.offer_id,
         )
         try:
-            res = await asyncio.to_thread(
-                self.slot.offer,
-                offer.yaml_text,
-                offer.version,
-                confirm_within_s=offer.confirm_within_s,
-                ref=offer.offer_id,
-            )
+            async with self._lock:
+                res = await asyncio.to_thread(
+                    self.slot.offer,
+                    offer.yaml_text,
+                    offer.version,
+                    confirm_within_s=offer.confirm_within_s,
+                    ref=offer.offer_id,
+                )
         except Exception as exc:  # noqa: BLE001 — e.g. disk full: refuse, keep running the old config
             log.exception("agent %s: config %s could not be staged", agent.agent_id, offer.version[:12])
             await self._refused(offer.offer_id, offer.version, "error", f"could not stage: {exc}")
@@ -263,9 +267,12 @@ class ConfigApplier:
             was_online = online
             if self.slot.state.pending is not None:
                 if online and (await agent.outbox.stats()).acked_seq > baseline:
-                    await self._record(await asyncio.to_thread(self.slot.confirm))
+                    async with self._lock:
+                        res = await asyncio.to_thread(self.slot.confirm)
+                    await self._record(res)
                 else:
-                    res = await asyncio.to_thread(self.slot.check_deadline)
+                    async with self._lock:
+                        res = await asyncio.to_thread(self.slot.check_deadline)
                     if res.outcome == "rolled_back":
                         await self._record(res)  # in the outbox; reported after the restart
                         raise ConfigRestart(res.detail)
