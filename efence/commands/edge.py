@@ -168,7 +168,8 @@ def status(
         state = "[green]online[/green]" if s.online else "[red]OFFLINE[/red]"
         console.print(
             f"[bold]{s.agent_id}[/bold] {s.name} {state}  outbox {s.outbox_depth} (oldest {s.outbox_oldest_age_s:.0f} s)  "
-            f"records v{s.record_version}  seq {s.last_seq}"
+            f"records v{s.record_version}  seq {s.last_seq}  "
+            f"config {s.config_version[:8] or '?'}{' (on trial)' if s.config_on_trial else ''}"
         )
         table = Table("lane", "state", "barrier", "light", "devices up", "devices down")
         for lane in s.lanes:
