@@ -97,30 +97,38 @@ def open_slot(
         log.error("agent: %s does not validate (%s); running %s", slot.active, issues[:3], seed_file)
         slot.install_initial(seed, config_version(seed))
         active = zone
-    return active, active.checkpoint(checkpoint.id), ConfigApplier(slot)
+    running = sha256(slot.active.read_bytes())
+    return active, active.checkpoint(checkpoint.id), ConfigApplier(slot, running_sha256=running)
 
 
 def run_agent(main: Coroutine[Any, Any, None]) -> None:
     """`asyncio.run(agent.run())`; when a config push asks for it, exec the same command line again."""
-    why = ""
-    try:
-        asyncio.run(main)
-    except* ConfigRestart as group:
-        why = str(group.exceptions[0])
-    if not why:
-        return
-    log.warning("agent restarting on its config: %s", why)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, sys.orig_argv)
+
+    async def until_restart() -> None:
+        why = ""
+        try:
+            await main  # its TaskGroup has stopped every task and closed the outbox and cache on return
+        except* ConfigRestart as group:
+            why = str(group.exceptions[0])
+        if why:
+            # exec from inside the loop: asyncio.run's exit would first wait for every executor thread
+            # (a DNS lookup of an unreachable device can take seconds), and exec ends those anyway
+            log.warning("agent restarting on its config: %s", why)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, sys.orig_argv)
+
+    asyncio.run(until_restart())
 
 
 class ConfigApplier:
     """The agent's end of config push: offers in, reports out, confirm or roll back in between."""
 
-    def __init__(self, slot: ConfigSlot, poll_s: float = 0.5) -> None:
+    def __init__(self, slot: ConfigSlot, *, running_sha256: str, poll_s: float = 0.5) -> None:
         self.slot = slot
+        self.running_sha256 = running_sha256  # what this process loaded: only that can be confirmed
         self.poll_s = poll_s
         self.agent: EdgeAgent | None = None
         self._restart_why = ""
@@ -265,7 +273,9 @@ class ConfigApplier:
             if online and not was_online:
                 await self._publish(self.report())
             was_online = online
-            if self.slot.state.pending is not None:
+            pending = self.slot.state.pending
+            # a config staged by this very run is confirmed by the next run, the one that runs it
+            if pending is not None and pending.sha256 == self.running_sha256:
                 if online and (await agent.outbox.stats()).acked_seq > baseline:
                     async with self._lock:
                         res = await asyncio.to_thread(self.slot.confirm)

@@ -300,3 +300,45 @@ async def test_forged_or_unsigned_offer_is_refused(tmp_path: Path, forgery: str)
         after = await s.agent_row()
         assert after["started_at"] == before["started_at"] and running(after, config_version(s.v1))
         assert (tmp_path / "edge" / "config" / "active.yaml").read_text() == s.v1
+
+
+async def test_the_run_that_stages_a_config_never_confirms_it(tmp_path: Path) -> None:
+    """Only the run that runs a pushed config may confirm it: the run that staged it is still online
+    with the old one and must restart first (an in-process agent, polling fast to make the race likely)."""
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config_apply import ConfigRestart, open_slot
+    from firmware_configs.loader import load_zone
+
+    key = secrets.token_bytes(32)
+    (tmp_path / "command.key").write_text(key.hex())
+    with private_mosquitto() as broker_url:
+        async with HubRunner(
+            db_url=f"sqlite:///{tmp_path / 'hub.sqlite'}",
+            broker_url=broker_url,
+            port=free_port(),
+            command_keys={AGENT_ID: key},
+        ) as hub:
+            v1 = zone_text(broker_url, hub.url, tmp_path)
+            (tmp_path / "zone.yaml").write_text(v1)
+            seed = load_zone(tmp_path / "zone.yaml")
+            zone, cp, applier = open_slot(tmp_path / "zone.yaml", seed, seed.checkpoint(CHECKPOINT))
+            applier.poll_s = 0.01
+            agent = EdgeAgent(zone, cp, command_key=key, config=applier)
+            task = asyncio.create_task(agent.run())
+            async with asyncio.timeout(30):
+                while not (agent.uplink.online and (await agent.outbox.stats()).acked_seq > 0):
+                    await asyncio.sleep(0.1)
+            v2 = zone_text(broker_url, hub.url, tmp_path, " (v2)")
+            offer = ConfigOffer.create(yaml_text=v2, agent_id=AGENT_ID, issued_by="test")
+            host, port = broker_url.removeprefix("mqtt://").split(":")
+            async with aiomqtt.Client(host, int(port)) as client:
+                await client.publish(
+                    Topics.config(ZONE, CHECKPOINT), sign_config_offer(offer, key).to_bytes(), qos=1
+                )
+            with pytest.raises(ExceptionGroup) as raised:
+                async with asyncio.timeout(30):
+                    await task
+            assert raised.group_contains(ConfigRestart)
+            state = applier.slot.state
+            assert state.pending is not None and state.pending.version == config_version(v2), state
+            assert state.running_version == config_version(v1) and state.last_outcome == "applied"
