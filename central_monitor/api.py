@@ -19,20 +19,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from efence.contract import (
     AGENT_AUTH_SCHEME,
+    MAX_CONFIG_BYTES,
     CommandAction,
+    ConfigOffer,
     OperatorCommand,
     RecordKind,
     RecordPage,
     Topics,
     sign_command,
+    sign_config_offer,
     verify_agent_http_auth,
 )
+from firmware_configs.loader import validate_text
 
 from .alarms import CATALOGUE
 from .auth import Role
@@ -84,6 +89,20 @@ class CommandBody(BaseModel):
     second_username: str | None = Field(None, description="Second officer, required to override I1/I2 holds.")
     second_password: str | None = None
     ttl_s: float = Field(60.0, gt=0, le=600)
+
+
+Slug = Annotated[str, PathParam(pattern=r"^[a-z0-9-]+$", max_length=64)]  # a zone or checkpoint id
+
+
+class ConfigPushBody(BaseModel):
+    yaml_text: str = Field(
+        min_length=1, max_length=MAX_CONFIG_BYTES, description="The whole zone firmware YAML, as in its file."
+    )
+    filename: str = Field("pushed config", max_length=200, description="Named in validation errors.")
+    confirm_within_s: float = Field(
+        120.0, ge=5, le=3600, description="The agent rolls back unless back with the hub within this."
+    )
+    ttl_s: float = Field(300.0, gt=0, le=900, description="The offer expires (unused) after this.")
 
 
 class UserBody(BaseModel):
@@ -389,11 +408,20 @@ def create_app(
 
     @app.get("/api/agents", tags=["monitoring"])
     async def agents(user: Viewer) -> list[dict[str, Any]]:
-        return await call(s.list_agents, agent_silence_s)
+        rows = await call(s.list_agents, agent_silence_s)
+        configs = await call(s.config_states)
+        for r in rows:  # config push: the last push and the agent's report (None: never reported)
+            r["config"] = configs.get(r["agent_id"])
+        return rows
 
     @app.get("/api/lanes", tags=["monitoring"])
     async def lanes(user: Viewer) -> list[dict[str, Any]]:
-        return await call(s.list_lanes)
+        rows = await call(s.list_lanes)
+        configs = await call(s.config_states)
+        for r in rows:
+            c = configs.get(r["agent_id"]) or {}
+            r["config_version"], r["config_push"] = c.get("running_version"), c.get("push")
+        return rows
 
     @app.get("/api/devices", tags=["monitoring"])
     async def devices(user: Viewer) -> list[dict[str, Any]]:
@@ -573,6 +601,71 @@ def create_app(
             "second_operator_id": second,
         }
         live.publish({"type": "command", "data": row})
+        return row
+
+    # ----------------------------------------------------------------- config push (issue 8, rule C7)
+    @app.post("/api/agents/{zone}/{checkpoint}/config", tags=["config"])
+    async def push_config(zone: Slug, checkpoint: Slug, body: ConfigPushBody, user: Admin) -> dict[str, Any]:
+        """Validate a zone config, sign it with the checkpoint key and publish it to the agent.
+
+        422 lists every problem (file:line, key path, what was expected) and nothing is sent. The agent
+        answers with a config report: `GET` this path, or `config` on `/api/agents`.
+        """
+        agent_id = f"{zone}/{checkpoint}"
+        parsed, issues = await asyncio.to_thread(validate_text, body.yaml_text, body.filename)
+        errors = [{"file": i.file, "line": i.line, "path": i.path, "message": i.message} for i in issues]
+        if parsed is not None and parsed.id != zone:
+            errors.append(
+                {
+                    "file": body.filename,
+                    "line": None,
+                    "path": "id",
+                    "message": f"zone is {parsed.id!r}, not {zone!r}",
+                }
+            )
+        elif parsed is not None and checkpoint not in {c.id for c in parsed.checkpoints}:
+            errors.append(
+                {
+                    "file": body.filename,
+                    "line": None,
+                    "path": "checkpoints",
+                    "message": f"no checkpoint {checkpoint!r} in zone {zone!r}",
+                }
+            )
+        if errors:
+            raise HTTPException(
+                422, {"message": f"config not pushed: {len(errors)} problem(s)", "errors": errors}
+            )
+        key = key_for(agent_id)
+        if key is None:
+            raise HTTPException(503, f"no signing key for {agent_id} (keys directory or env)")
+        if ingest is None or not ingest.connected.is_set():
+            raise HTTPException(503, "not connected to the broker; config not sent")
+        offer = ConfigOffer.create(
+            yaml_text=body.yaml_text,
+            ttl_s=body.ttl_s,
+            agent_id=agent_id,
+            confirm_within_s=body.confirm_within_s,
+            issued_by=user.username,
+        )
+        signed = sign_config_offer(offer, key, key_id=agent_id)
+        await call(s.record_config_offer, signed.offer, user.username, body.filename)
+        sent = await ingest.publish(Topics.config(zone, checkpoint), signed.to_bytes(), qos=1, queue=False)
+        await call(s.set_config_offer_state, agent_id, offer.offer_id, "sent" if sent else "not_sent")
+        if not sent:
+            raise HTTPException(
+                503, "publish to the broker failed; the config was not sent (recorded as not_sent)"
+            )
+        row = (await call(s.config_states)).get(agent_id, {})
+        live.publish({"type": "config", "data": row})
+        return row
+
+    @app.get("/api/agents/{zone}/{checkpoint}/config", tags=["config"])
+    async def config_state(zone: Slug, checkpoint: Slug, user: Viewer) -> dict[str, Any]:
+        """The last push to this agent and its latest config report."""
+        row = (await call(s.config_states)).get(f"{zone}/{checkpoint}")
+        if row is None:
+            raise HTTPException(404, f"no config push or report for {zone}/{checkpoint}")
         return row
 
     @app.get("/api/commands", tags=["commands"])

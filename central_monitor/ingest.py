@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from efence.contract import (
     AgentStatus,
     CommandResult,
+    ConfigReport,
     ContractError,
     EventEnvelope,
     HubAck,
@@ -190,6 +191,7 @@ class Ingest:
                             (self._sub(Topics.ALL_EVENTS), 1),
                             (Topics.ALL_STATUS, 1),
                             (self._sub(Topics.ALL_COMMAND_RESULTS), 1),
+                            (Topics.ALL_CONFIG_REPORTS, 1),  # retained, so every worker, not shared
                         ]
                     )
                     await client.publish(Topics.HUB_STATUS, self._status(True), qos=1, retain=True)
@@ -268,6 +270,14 @@ class Ingest:
                 row = await self.store.acall(self.store.apply_command_result, result)
                 if row:
                     self.live.publish({"type": "command", "data": row})
+            elif leaf == "config-report":
+                if not payload:
+                    return  # a cleared retained report
+                report = decode(ConfigReport, payload)
+                if report.agent_id != agent_id:
+                    raise ContractError(f"agent_id: {report.agent_id} published on the topic of {agent_id}")
+                row = await self.store.acall(self.store.apply_config_report, report)
+                self.live.publish({"type": "config", "data": row})
         except ContractError as exc:
             self._reject(leaf, exc.reason)
         except Exception as exc:  # a store failure on one message must not end ingest

@@ -16,6 +16,7 @@ import httpx
 from prometheus_client import start_http_server
 
 import gate_controller as gc
+from edge_agent.config_apply import ConfigApplier
 from edge_agent.device_receiver import DeviceReceiver
 from edge_agent.drivers.base import Driver
 from edge_agent.drivers.registry import create_driver
@@ -80,6 +81,7 @@ class EdgeAgent:
     metrics_port: int | None = None
     device_http_host: str | None = None
     device_http_port: int | None = None
+    config: ConfigApplier | None = None  # config push (edge_agent.config_apply); None: not pushable
     lanes: dict[str, LaneRuntime] = field(default_factory=dict, init=False)
     drivers: dict[str, Driver] = field(default_factory=dict, init=False)
 
@@ -110,6 +112,7 @@ class EdgeAgent:
             on_record_delta=self.handle_record_delta,
             on_hub_birth=self._hub_reborn,
             on_connected=self._sync_needed.set,
+            handlers=self.config.bind(self) if self.config else None,
             status_interval_s=cfg.status_interval_s,
         )
         self.evidence_uploader = EvidenceUploader(
@@ -198,6 +201,8 @@ class EdgeAgent:
                 tg.create_task(self.evidence_uploader.run(), name="evidence-upload")
                 tg.create_task(self._records_loop(), name="records")
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
+                if self.config:
+                    tg.create_task(self.config.run(), name="config-push")
                 for name, driver in self.drivers.items():
                     tg.create_task(driver.run(), name=f"driver {name}")
                 for lane_id, lane in self.lanes.items():
@@ -359,6 +364,7 @@ class EdgeAgent:
             outbox_oldest_age_s=age,
             last_seq=last_seq,
             lanes=[lane.status() for lane in self.lanes.values()] if online else [],
+            **(self.config.status_fields() if self.config else {}),
         )
 
     # ------------------------------------------------------------------ operator commands

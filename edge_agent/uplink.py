@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlparse
 
 import aiomqtt
@@ -79,6 +79,7 @@ class Uplink:
         on_record_delta: Callable[[RecordDelta], Awaitable[None]],
         on_hub_birth: Callable[[], Awaitable[None]] | None = None,
         on_connected: Callable[[], None] | None = None,
+        handlers: Mapping[str, Callable[[bytes], Awaitable[None]]] | None = None,
         status_interval_s: float = 10.0,
         resend_after_s: float = 10.0,
         batch: int = 200,
@@ -94,6 +95,7 @@ class Uplink:
         self.on_record_delta = on_record_delta
         self.on_hub_birth = on_hub_birth
         self.on_connected = on_connected
+        self.handlers = dict(handlers or {})  # further topics and their handlers (config push)
         self.status_interval_s = status_interval_s
         self.resend_after_s = resend_after_s
         self.batch = batch
@@ -175,6 +177,7 @@ class Uplink:
                 Topics.commands(z, c),
                 Topics.records(z),
                 Topics.HUB_STATUS,
+                *self.handlers,
             ):
                 await client.subscribe(topic, qos=1)
             await self.outbox.requeue_all()
@@ -239,6 +242,8 @@ class Uplink:
                     await self.on_record_delta(decode(RecordDelta, payload))
                 elif topic == Topics.HUB_STATUS:
                     await self._hub_status(decode(HubStatus, payload))
+                elif (handler := self.handlers.get(topic)) is not None:
+                    await handler(payload)
             except ContractError as exc:
                 self.rejected += 1
                 log.warning("uplink %s: rejected message on %s: %s", self.agent_id, topic, exc.reason)

@@ -62,6 +62,7 @@ class Pending:
     previous_version: str
     previous_sha256: str
     starts: int = 0  # agent starts since the apply (a crash loop rolls back too)
+    within_s: float = 0.0  # the confirmation window this push was given
 
 
 @dataclass
@@ -72,6 +73,10 @@ class SlotState:
     rejected: list[str] = field(default_factory=list)  # hashes rolled back: not re-applied automatically
     last_outcome: str = ""
     last_detail: str = ""
+    last_version: str = ""  # the version the last outcome is about
+    last_ref: str = ""  # the hub's id of the push the last outcome answers
+    last_errors: list[str] = field(default_factory=list)  # validation problems, one per line
+    seed_sha256: str = ""  # hash of the local config file last installed with `install_initial`
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Result:
     outcome: Outcome
     detail: str = ""
     restart: bool = False  # the agent must restart to run `active.yaml`
+    errors: tuple[str, ...] = ()
+    version: str = ""
 
 
 class ConfigSlot:
@@ -116,10 +123,16 @@ class ConfigSlot:
         _atomic_write(self._state_path, json.dumps(asdict(st), indent=1).encode())
 
     def install_initial(self, yaml_text: str, version: str) -> None:
-        """First installation (no hub involved): the config the agent starts with."""
-        self._check(yaml_text)
+        """First installation, or a local file edited by hand (no hub involved): run this config.
+
+        Drops a pending push and forgets rolled-back ones: the person at the box decided.
+        """
+        problems = self._check(yaml_text)
+        if problems:
+            raise ValueError("; ".join(problems))
         _atomic_write(self.active, yaml_text.encode())
-        self._save(SlotState(running_version=version, running_sha256=sha256(yaml_text)))
+        digest = sha256(yaml_text)
+        self._save(SlotState(running_version=version, running_sha256=digest, seed_sha256=digest))
 
     def running_version(self) -> str:
         """What the agent reports as `config_version` (the pending one while it is being tried)."""
@@ -137,9 +150,16 @@ class ConfigSlot:
                 problems.append(f"config has no checkpoint {self.checkpoint_id!r}")
         return problems
 
-    def offer(self, yaml_text: str, version: str) -> Result:
-        """Stage, validate and apply a config from the hub (atomic; the old one is kept to roll back)."""
+    def offer(
+        self, yaml_text: str, version: str, *, confirm_within_s: float | None = None, ref: str = ""
+    ) -> Result:
+        """Stage, validate and apply a config from the hub (atomic; the old one is kept to roll back).
+
+        `confirm_within_s` overrides the slot's deadline for this push; `ref` (the hub's offer id) is
+        kept with the outcome so a report can say which push it answers.
+        """
         st = self.state
+        st.last_ref, st.last_version, st.last_errors = ref, version, []
         digest = sha256(yaml_text)
         if digest == st.running_sha256 or (st.pending and digest == st.pending.sha256):
             return self._done(st, Result("unchanged", f"config {version} is already running"))
@@ -153,13 +173,15 @@ class ConfigSlot:
         problems = self._check(yaml_text)
         if problems:
             self.staged.unlink(missing_ok=True)
-            return self._done(st, Result("invalid", "; ".join(problems)[:2000]))
+            st.last_errors = problems[:100]
+            return self._done(st, Result("invalid", "; ".join(problems)[:2000], errors=tuple(problems)))
         if self.active.exists():
             _atomic_write(self.previous, self.active.read_bytes())
         st.pending = Pending(
             version=version,
             sha256=digest,
-            deadline=self.clock() + self.confirm_within_s,
+            deadline=self.clock() + (confirm_within_s or self.confirm_within_s),
+            within_s=confirm_within_s or self.confirm_within_s,
             previous_version=st.running_version,
             previous_sha256=st.running_sha256,
         )
@@ -191,12 +213,14 @@ class ConfigSlot:
             return Result("nothing_pending")
         version = st.pending.version
         st.running_version, st.running_sha256, st.pending = version, st.pending.sha256, None
+        st.last_version, st.last_errors = version, []
         return self._done(st, Result("confirmed", f"config {version} confirmed"))
 
     def check_deadline(self) -> Result:
         st = self.state
         if st.pending and self.clock() > st.pending.deadline:
-            return self._rollback(st, f"could not reconnect within {self.confirm_within_s:.0f} s")
+            window = st.pending.within_s or self.confirm_within_s
+            return self._rollback(st, f"could not reconnect to the hub within {window:.0f} s")
         return Result("nothing_pending")
 
     def _rollback(self, st: SlotState, why: str) -> Result:
@@ -206,6 +230,7 @@ class ConfigSlot:
             _atomic_write(self.active, self.previous.read_bytes())
         st.rejected = [*st.rejected[-49:], bad.sha256]
         st.running_version, st.running_sha256, st.pending = bad.previous_version, bad.previous_sha256, None
+        st.last_version, st.last_errors = bad.version, []
         return self._done(
             st,
             Result("rolled_back", f"config {bad.version} rolled back to {bad.previous_version}: {why}", True),
@@ -214,4 +239,4 @@ class ConfigSlot:
     def _done(self, st: SlotState, res: Result) -> Result:
         st.last_outcome, st.last_detail = res.outcome, res.detail
         self._save(st)
-        return res
+        return Result(res.outcome, res.detail, res.restart, res.errors, st.last_version)

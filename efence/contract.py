@@ -12,6 +12,8 @@ docs/PROTOCOL.md, each with a test in tests/test_contract.py):
 - C5  Operator commands are signed with the checkpoint's key over their canonical JSON, carry an
       expiry and a nonce, and are refused when forged, expired or replayed (`verify_command`).
 - C6  Record deltas carry a per-zone `seq`; an edge that sees a gap pulls the missing ones over HTTP.
+- C7  Config offers are signed like commands (C5, in their own signing domain), carry their content's
+      hash as `version`, and are answered by a retained config report (`verify_config_offer`).
 """
 
 from __future__ import annotations
@@ -72,10 +74,21 @@ class Topics:
     def records(zone: str) -> str:
         return f"{SCHEMA_PREFIX}/{zone}/records"
 
+    @staticmethod
+    def config(zone: str, checkpoint: str) -> str:
+        """Hub → agent: a `SignedConfigOffer` (QoS 1, not retained: an offer is only good until it expires)."""
+        return Topics.agent(zone, checkpoint, "config")
+
+    @staticmethod
+    def config_report(zone: str, checkpoint: str) -> str:
+        """Agent → hub: its latest `ConfigReport`, retained, so a (re)started hub learns it on subscribing."""
+        return Topics.agent(zone, checkpoint, "config-report")
+
     HUB_STATUS = f"{SCHEMA_PREFIX}/hub/status"
     ALL_STATUS = f"{SCHEMA_PREFIX}/+/+/status"
     ALL_EVENTS = f"{SCHEMA_PREFIX}/+/+/events"
     ALL_COMMAND_RESULTS = f"{SCHEMA_PREFIX}/+/+/command-results"
+    ALL_CONFIG_REPORTS = f"{SCHEMA_PREFIX}/+/+/config-report"
 
     @staticmethod
     def shared(topic: str, group: str = HUB_SHARE_GROUP) -> str:
@@ -148,6 +161,7 @@ class EventType(StrEnum):
     DEVICE_HEALTH = "device_health"  # a device went up or down
     LANE_STATE = "lane_state"  # lane state machine moved
     COMMAND_AUDIT = "command_audit"  # an operator command was accepted or refused
+    CONFIG = "config"  # a pushed config was staged, applied, refused or rolled back (a ConfigReport)
     PERIMETER = "perimeter"  # fence sensor or video analytics event
     TELEMETRY = "telemetry"  # periodic readings
 
@@ -163,6 +177,7 @@ DEFAULT_PRIORITY: dict[str, Priority] = {
     EventType.DEVICE_HEALTH: Priority.STATE,
     EventType.LANE_STATE: Priority.STATE,
     EventType.TELEMETRY: Priority.TELEMETRY,
+    EventType.CONFIG: Priority.STATE,
 }
 
 
@@ -299,7 +314,10 @@ class AgentStatus(Message):
     started_at: datetime | None = None
     sent_at: datetime = Field(default_factory=utcnow)
     software_version: str = ""
-    config_version: str = ""
+    config_version: str = Field("", description="`config_version()` of the zone config the agent runs.")
+    config_on_trial: bool = Field(
+        False, description="The running config was pushed and is not confirmed yet: it may still roll back."
+    )
     record_version: int | None = None
     records_as_of: datetime | None = None
     outbox_depth: int = 0
@@ -499,3 +517,123 @@ def verify_agent_http_auth(
         return None
     msg = f"{method.upper()} {path} {agent_id} {ts}".encode()
     return agent_id if hmac.compare_digest(hmac.new(key, msg, hashlib.sha256).hexdigest(), sig) else None
+
+
+# --------------------------------------------------------------------------- config push (rule C7)
+CONFIG_SIGNING_DOMAIN = b"efence.config-offer/1\n"  # an offer's signature can never pass as a command's
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def config_version(yaml_text: str) -> str:
+    """The version of a zone config: SHA-256 (hex) of its UTF-8 text. Same text, same version."""
+    return hashlib.sha256(yaml_text.encode()).hexdigest()
+
+
+class ConfigOffer(Message):
+    """A zone firmware config pushed by the hub to one agent; signed as a whole (rule C7)."""
+
+    offer_id: str = Field(default_factory=lambda: str(uuid.uuid4()), description="Unique id of this push.")
+    agent_id: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$", description="`zone/checkpoint` it is for.")
+    version: str = Field(pattern=r"^[0-9a-f]{64}$", description="`config_version(yaml_text)`.")
+    yaml_text: str = Field(
+        min_length=1, max_length=MAX_CONFIG_BYTES, description="The whole zone YAML, as in the file."
+    )
+    confirm_within_s: float = Field(
+        120.0, ge=5, le=3600, description="Roll back unless reconnected to the hub within this many seconds."
+    )
+    issued_by: str = Field(min_length=1, description="Hub user who pushed it (audit).")
+    issued_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    nonce: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=16)
+
+    @classmethod
+    def create(cls, *, yaml_text: str, ttl_s: float = 300.0, **fields: Any) -> ConfigOffer:
+        now = utcnow()
+        return cls(
+            yaml_text=yaml_text,
+            version=config_version(yaml_text),
+            issued_at=now,
+            expires_at=now + timedelta(seconds=ttl_s),
+            **fields,
+        )
+
+    def canonical(self) -> bytes:
+        """What the signature covers: the signing domain, then canonical JSON as for commands."""
+        return (
+            CONFIG_SIGNING_DOMAIN
+            + json.dumps(
+                self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        )
+
+
+class SignedConfigOffer(Message):
+    offer: ConfigOffer
+    signature: str = Field(pattern=r"^[0-9a-f]{64}$", description="HMAC-SHA256 of offer.canonical(), hex.")
+    key_id: str = ""
+
+
+def sign_config_offer(offer: ConfigOffer, key: bytes, key_id: str = "") -> SignedConfigOffer:
+    sig = hmac.new(key, offer.canonical(), hashlib.sha256).hexdigest()
+    return SignedConfigOffer(offer=offer, signature=sig, key_id=key_id)
+
+
+def verify_config_offer(
+    signed: SignedConfigOffer,
+    key: bytes,
+    *,
+    agent_id: str,
+    now: datetime,
+    nonces: NonceLedger,
+    max_clock_skew_s: float = 30.0,
+    max_ttl_s: float = 900.0,
+) -> ConfigOffer:
+    """The offer if authentic, intact, fresh, for this agent and not replayed; else raise CommandRejected
+    (codes as for commands, plus `version_mismatch` when the text does not hash to `version`)."""
+    offer = signed.offer
+    expected = hmac.new(key, offer.canonical(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signed.signature):
+        raise CommandRejected("forged", f"signature does not match config offer {offer.offer_id}")
+    if offer.agent_id != agent_id:
+        raise CommandRejected("wrong_agent", f"config offer is for {offer.agent_id}, this is {agent_id}")
+    if config_version(offer.yaml_text) != offer.version:
+        raise CommandRejected(
+            "version_mismatch", f"config offer {offer.offer_id}: text does not hash to version"
+        )
+    if offer.expires_at <= now:
+        raise CommandRejected(
+            "expired", f"config offer {offer.offer_id} expired at {offer.expires_at.isoformat()}"
+        )
+    if offer.issued_at - timedelta(seconds=max_clock_skew_s) > now:
+        raise CommandRejected("not_yet_valid", f"config offer {offer.offer_id} issued in the future")
+    if (offer.expires_at - offer.issued_at).total_seconds() > max_ttl_s:
+        raise CommandRejected("expired", f"config offer {offer.offer_id} lifetime exceeds {max_ttl_s:.0f} s")
+    if not nonces.check_and_add(offer.nonce, offer.expires_at, now):
+        raise CommandRejected("replayed", f"nonce of config offer {offer.offer_id} was already used")
+    return offer
+
+
+ConfigState = Literal["installed", "staged", "applied", "unchanged", "rejected", "refused", "rolled_back"]
+
+
+class ConfigReport(Message):
+    """The agent's config state, retained on `config-report` and re-sent on every (re)connect.
+
+    `installed`: running the local config file (nothing pushed yet). `staged`: a pushed config passed
+    validation and was written; the agent restarts into it and runs it on trial. `applied`: it is running
+    and the agent reconnected to the hub with it. `unchanged`: it was already running, nothing done.
+    `rejected`: it failed validation (`errors`, one per problem with file:line and key path) or cannot be
+    tried now (`code`). `refused`: the offer itself failed verification (`code` as for commands).
+    `rolled_back`: the agent could not reconnect with it and runs `running_version` again.
+    """
+
+    agent_id: str
+    state: ConfigState
+    offer_id: str = Field("", description="The push this is about; empty when not about a push.")
+    version: str = Field("", description="The version this is about (offered, applied or rolled back).")
+    running_version: str = Field(description="What the agent runs now.")
+    on_trial: bool = Field(False, description="Running a pushed config that is not confirmed yet.")
+    code: str = ""
+    detail: str = ""
+    errors: list[str] = Field(default_factory=list)
+    at: datetime = Field(default_factory=utcnow)

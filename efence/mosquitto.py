@@ -71,10 +71,10 @@ def private_mosquitto(port: int | None = None, *, persistence: bool = False) -> 
 # (`zone/checkpoint`) plus the hub user(s), and an ACL that lets each agent publish only its own topics
 # and read only its own ack/resend/commands, its zone's records and the hub's status (Sparkplug-style).
 
-AGENT_PUBLISHES = ("status", "events", "command-results")
-AGENT_READS = ("ack", "resend", "commands")
-HUB_READS = ("status", "events", "command-results")
-HUB_WRITES = ("ack", "resend", "commands")
+AGENT_PUBLISHES = ("status", "events", "command-results", "config-report")
+AGENT_READS = ("ack", "resend", "commands", "config")
+HUB_READS = ("status", "events", "command-results", "config-report")
+HUB_WRITES = ("ack", "resend", "commands", "config")
 DEFAULT_HUB_USER = "efence-hub"
 PBKDF2_ITERATIONS = 101  # what `mosquitto_passwd` uses for its `$7$` (PBKDF2-SHA512) hashes
 

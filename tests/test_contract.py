@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from efence.contract import (
     AgentStatus,
     CommandRejected,
+    ConfigOffer,
+    ConfigReport,
     ContractError,
     EventEnvelope,
     HubAck,
@@ -19,12 +21,16 @@ from efence.contract import (
     RecordDelta,
     RecordPage,
     SignedCommand,
+    SignedConfigOffer,
     Topics,
     TransactionPayload,
+    config_version,
     decode,
     sign_command,
+    sign_config_offer,
     utcnow,
     verify_command,
+    verify_config_offer,
 )
 
 AGENT = "yangshan-port/port-gate"
@@ -169,3 +175,84 @@ def test_c6_record_deltas_need_positive_seq_and_known_kind():
     with pytest.raises(ContractError) as exc:
         decode(RecordDelta, b'{"zone": "z", "seq": 1, "kind": "pizza", "key": "k"}')
     assert "kind" in exc.value.reason
+
+
+# C7 ---------------------------------------------------------------- config push
+ZONE_YAML = "schema_version: 1\nid: yangshan-port\n"  # the contract does not parse it; the agent does
+
+
+def _offer(**kw) -> ConfigOffer:
+    return ConfigOffer.create(
+        yaml_text=kw.pop("yaml_text", ZONE_YAML), agent_id=AGENT, issued_by="admin", **kw
+    )
+
+
+def test_c7_config_topics_and_version_is_the_content_hash():
+    assert Topics.config("a", "b") == "efence/v1/a/b/config"
+    assert Topics.parse_agent_topic(Topics.config_report("a", "b")) == ("a", "b", "config-report")
+    assert Topics.ALL_CONFIG_REPORTS == "efence/v1/+/+/config-report"
+    offer = _offer()
+    assert offer.version == config_version(ZONE_YAML) == config_version(ZONE_YAML + "")
+    assert config_version(ZONE_YAML + "\n") != offer.version
+
+
+def test_c7_a_signed_offer_verifies_once_and_survives_the_wire():
+    signed = decode(SignedConfigOffer, sign_config_offer(_offer(), KEY).to_bytes())
+    nonces = NonceLedger()
+    assert (
+        verify_config_offer(signed, KEY, agent_id=AGENT, now=utcnow(), nonces=nonces).yaml_text == ZONE_YAML
+    )
+    with pytest.raises(CommandRejected) as exc:
+        verify_config_offer(signed, KEY, agent_id=AGENT, now=utcnow(), nonces=nonces)
+    assert exc.value.code == "replayed"
+
+
+def test_c7_forged_tampered_expired_misaddressed_and_mislabelled_offers_are_refused():
+    offer = _offer()
+    good = sign_config_offer(offer, KEY)
+    tampered = offer.model_copy(update={"yaml_text": ZONE_YAML + "# evil\n"})
+    cases = {
+        "forged": sign_config_offer(offer, b"stolen broker account, wrong key"),
+        "forged ": SignedConfigOffer(offer=tampered, signature=good.signature),
+        "expired": sign_config_offer(_offer(ttl_s=-1), KEY),
+        "wrong_agent": sign_config_offer(
+            offer.model_copy(update={"agent_id": "yangshan-port/bridge-gate"}), KEY
+        ),
+        "version_mismatch": sign_config_offer(tampered, KEY),  # signed, but the text is not its version
+    }
+    for code, signed in cases.items():
+        with pytest.raises(CommandRejected) as exc:
+            verify_config_offer(signed, KEY, agent_id=AGENT, now=utcnow(), nonces=NonceLedger())
+        assert exc.value.code == code.strip()
+
+
+def test_c7_an_offer_signature_never_passes_as_a_command_signature():
+    """Own signing domain: the same key signs commands and offers, and neither can stand for the other."""
+    offer = _offer()
+    cmd = OperatorCommand.create(agent_id=AGENT, lane="in-1", action="manual_release", operator_id="o")
+    assert sign_config_offer(offer, KEY).signature != sign_command(cmd, KEY).signature
+    assert offer.canonical().startswith(b"efence.config-offer/1\n")
+    assert not cmd.canonical().startswith(b"efence.config-offer")
+
+
+@given(st.binary(max_size=300))
+def test_c7_decoding_an_offer_never_raises_anything_but_contract_error(payload):
+    with contextlib.suppress(ContractError):
+        decode(SignedConfigOffer, payload)
+
+
+def test_c7_config_report_round_trips_and_names_bad_fields():
+    report = ConfigReport(
+        agent_id=AGENT,
+        state="rejected",
+        version="a" * 64,
+        running_version="b" * 64,
+        code="invalid",
+        errors=["pushed config:3: site_category: expected one of '31', '32'"],
+    )
+    assert decode(ConfigReport, report.to_bytes()) == report
+    with pytest.raises(ContractError) as exc:
+        decode(ConfigReport, b'{"agent_id": "a/b", "state": "exploded", "running_version": ""}')
+    assert "state" in exc.value.reason
+    status = AgentStatus(agent_id=AGENT, zone="yangshan-port", checkpoint="port-gate", online=True)
+    assert status.config_on_trial is False  # optional: an older agent's status still decodes

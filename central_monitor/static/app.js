@@ -110,12 +110,12 @@ function listsSoon() {
     state.agents = new Map(agents.map((a) => [a.agent_id, a]));
     state.devices = devices;
     replaySince(t0);
-    renderLanes(); renderMap(); renderDevices(); renderKpis();
+    renderLanes(); renderMap(); renderDevices(); renderKpis(); renderConfigs();
   }, 400);
 }
 
 // ------------------------------------------------------------------ rendering
-function renderAll() { renderMap(); renderLanes(); renderAlarms(); renderFeed(); renderDevices(); renderKpis(); renderCharts(); }
+function renderAll() { renderMap(); renderLanes(); renderAlarms(); renderFeed(); renderDevices(); renderKpis(); renderCharts(); renderConfigs(); }
 
 function zonesShown() {
   const ids = Object.keys(ZONES);
@@ -309,7 +309,7 @@ function connectLive() {
       applyLive(type, data, true);
     });
   }
-  for (const kind of ["lane", "agent", "device"]) es.addEventListener(kind, listsSoon);
+  for (const kind of ["lane", "agent", "device", "config"]) es.addEventListener(kind, listsSoon);
   es.addEventListener("command", (ev) => toastCommand(JSON.parse(ev.data)));
   es.addEventListener("resync", () => loadAll().catch(console.warn));
   es.onerror = () => setLive(false);
@@ -511,3 +511,23 @@ async function main() {
   connectLive();
 }
 main().catch((e) => console.error(e));
+
+// ------------------------------------------------------------------ config versions (config push)
+// Each checkpoint's running config (first 8 hex of the zone file's SHA-256) and its last push.
+const PUSH_LABEL = { pending: "推送中 pending", applied: "已应用 applied", unchanged: "未变 unchanged",
+  rejected: "被拒绝 rejected", refused: "拒收 refused", rolled_back: "已回滚 rolled back", installed: "本地 local",
+  not_sent: "未发送 not sent" };
+function renderConfigs() {
+  const host = $("configs");
+  if (!host) return;
+  const agents = [...state.agents.values()].sort((a, b) => a.agent_id.localeCompare(b.agent_id));
+  host.innerHTML = agents.map((a) => {
+    const c = a.config || {};
+    const version = (a.config_version || c.running_version || "").slice(0, 8) || "–";
+    const push = c.push || "";
+    const title = [c.detail, ...(c.errors || [])].filter(Boolean).join("\n");
+    return `<div class="config-row" data-agent="${esc(a.agent_id)}" title="${esc(title)}">
+      <span>${esc(a.name || a.agent_id)}</span><code class="config-version">${esc(version)}</code>
+      <span class="config-push ${esc(push)}">${esc(PUSH_LABEL[push] || push)}</span></div>`;
+  }).join("") || `<p class="muted">–</p>`;
+}

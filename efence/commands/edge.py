@@ -72,8 +72,11 @@ def run(
             f"[red]zone {zone.id} has several checkpoints; choose one with --checkpoint: {', '.join(ids)}[/red]"
         )
         raise typer.Exit(1)
+    from edge_agent.config_apply import open_slot, run_agent
+
     try:
         cp = zone.checkpoint(checkpoint or ids[0])
+        zone, cp, applier = open_slot(config, zone, cp, data_dir)  # the pushed config, if any
         key = load_command_key(cp)
     except (KeyError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
@@ -86,9 +89,10 @@ def run(
         hub_url=hub,
         data_dir=data_dir,
         metrics_port=cp.agent.metrics_port,
+        config=applier,
     )
     try:
-        asyncio.run(agent.run())
+        run_agent(agent.run())  # re-executes itself when a pushed config is applied or rolled back
     except KeyboardInterrupt:
         console.print("agent stopped")
 
@@ -164,7 +168,8 @@ def status(
         state = "[green]online[/green]" if s.online else "[red]OFFLINE[/red]"
         console.print(
             f"[bold]{s.agent_id}[/bold] {s.name} {state}  outbox {s.outbox_depth} (oldest {s.outbox_oldest_age_s:.0f} s)  "
-            f"records v{s.record_version}  seq {s.last_seq}"
+            f"records v{s.record_version}  seq {s.last_seq}  "
+            f"config {s.config_version[:8] or '?'}{' (on trial)' if s.config_on_trial else ''}"
         )
         table = Table("lane", "state", "barrier", "light", "devices up", "devices down")
         for lane in s.lanes:

@@ -203,3 +203,94 @@ def _publish_deltas(url: str, deltas: list) -> None:
     client.loop_stop()
     client.disconnect()
     out.print(f"published {len(infos)} delta(s) to {url}")
+
+
+@app.command("push-config")
+def push_config(
+    agent: Annotated[str, typer.Argument(help="Agent id zone/checkpoint, e.g. yangshan-port/port-gate.")],
+    config: Annotated[
+        Path, typer.Argument(help="The zone's firmware config YAML.", exists=True, dir_okay=False)
+    ],
+    hub: Annotated[
+        str, typer.Option(help="Hub base URL.", envvar="EFENCE_HUB_URL")
+    ] = "http://127.0.0.1:8080",
+    user: Annotated[str, typer.Option(help="Hub user with role admin.", envvar="EFENCE_HUB_USER")] = "admin",
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the password (else $EFENCE_HUB_PASSWORD, else a prompt)."),
+    ] = None,
+    confirm_within: Annotated[
+        float,
+        typer.Option(help="Seconds the agent gets to reconnect with the new config before it rolls back."),
+    ] = 120.0,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the agent's answer (0: do not wait).")
+    ] = 60.0,
+) -> None:
+    """Push a zone config to one agent: validated here and at the hub, signed, applied, confirmed.
+
+    Exit 0 when the agent applied it or already ran it (unchanged); 1 when it was rejected (every
+    problem listed as file:line key path), refused, rolled back, or no answer came within --wait.
+    Example: `efence hub push-config yangshan-port/port-gate /etc/efence/zones/yangshan-port.yaml`
+    """
+    import time
+
+    import httpx
+
+    from firmware_configs.loader import validate_text
+
+    text = config.read_text(encoding="utf-8")
+    _zone, issues = validate_text(text, str(config))
+    if issues:  # the same check the hub and the agent make: fail at the laptop, not at the gate
+        for issue in issues:
+            err.print(str(issue), markup=False, highlight=False)
+        err.print(f"[red]{len(issues)} problem(s); nothing pushed[/red]")
+        raise typer.Exit(1)
+    if password_file is not None:
+        password = password_file.read_text().strip()
+    else:
+        password = os.environ.get("EFENCE_HUB_PASSWORD") or typer.prompt(
+            f"password of {user}", hide_input=True
+        )
+    zone, _, checkpoint = agent.partition("/")
+    with httpx.Client(base_url=hub, timeout=30) as http:
+        r = http.post("/api/login", json={"username": user, "password": password})
+        if r.status_code != 200:
+            err.print(f"[red]login as {user} at {hub} failed: {r.status_code} {r.text[:200]}[/red]")
+            raise typer.Exit(1)
+        http.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        path = f"/api/agents/{zone}/{checkpoint}/config"
+        body = {"yaml_text": text, "filename": str(config), "confirm_within_s": confirm_within}
+        r = http.post(path, json=body)
+        if r.status_code == 422 and isinstance(r.json().get("detail"), dict):
+            for e in r.json()["detail"].get("errors", []):
+                where = f"{e['file']}:{e['line']}" if e.get("line") else e["file"]
+                err.print(f"{where}: {e['path']}: {e['message']}", markup=False, highlight=False)
+            raise typer.Exit(1)
+        if r.status_code != 200:
+            err.print(f"[red]push refused by the hub: {r.status_code} {r.text[:300]}[/red]")
+            raise typer.Exit(1)
+        offer = r.json()
+        version, offer_id = offer["offered_version"], offer["offer_id"]
+        out.print(f"config {version[:12]} sent to {agent} (offer {offer_id})")
+        deadline = time.monotonic() + wait
+        state: dict = offer
+        while time.monotonic() < deadline:
+            state = http.get(path).json()
+            done = state.get("state") in ("applied", "unchanged", "rejected", "refused", "rolled_back")
+            if done and (state.get("version") == version or state.get("state") == "rolled_back"):
+                break
+            time.sleep(1.0)
+        else:
+            err.print(
+                f"[yellow]no final answer from {agent} within {wait:.0f} s; state {state.get('state')}[/yellow]"
+            )
+            raise typer.Exit(1)
+    out.print(
+        f"{agent}: {state['state']}  running {str(state.get('running_version'))[:12]}  {state.get('detail') or ''}",
+        markup=False,
+        highlight=False,
+    )
+    for e in state.get("errors") or []:
+        err.print(e, markup=False, highlight=False)
+    raise typer.Exit(0 if state["state"] in ("applied", "unchanged") else 1)

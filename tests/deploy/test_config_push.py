@@ -3,11 +3,16 @@ never re-applied when unchanged, and safe against a crash at any step."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from efence.config_push import ConfigSlot
+from efence.config_push import ConfigSlot, sha256
 
 ZONE_FILE = Path(__file__).resolve().parents[2] / "firmware_configs" / "zones" / "yangshan-port.yaml"
 V1 = ZONE_FILE.read_text()
@@ -120,3 +125,75 @@ def test_a_second_push_while_one_is_tried_is_refused(slot: tuple[ConfigSlot, Clo
     assert s.offer(v3, "v3").outcome == "rejected"
     s.confirm()
     assert s.offer(v3, "v3").outcome == "applied"
+
+
+# ---------------------------------------------------------------------- any sequence of events
+VARIANTS = [
+    V1,
+    V2,
+    V2.replace("(v2)", "(v3)"),
+    "id: [unclosed\n",
+    V1.replace("- id: port-gate", "- id: x", 1),
+]
+VALID = {sha256(t) for t in VARIANTS[:3]}
+
+
+class SlotMachine(RuleBasedStateMachine):
+    """Offers, restarts, confirmations and time in any order: the slot always runs a valid config,
+    applies only content it does not run, and never re-applies content it rolled back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="efence-slot-"))
+        self.clock = Clock()
+        self.slot = ConfigSlot(self.tmp, "yangshan-port", "port-gate", confirm_within_s=60, clock=self.clock)
+        self.slot.install_initial(V1, "v0")
+        self.rolled_back: set[str] = set()
+
+    @rule(i=st.integers(0, len(VARIANTS) - 1))
+    def offer(self, i: int) -> None:
+        text = VARIANTS[i]
+        before = self.slot.state
+        res = self.slot.offer(text, f"v{i}")
+        digest = sha256(text)
+        if res.outcome == "applied":
+            assert digest in VALID and digest != before.running_sha256 and before.pending is None
+            assert digest not in self.rolled_back
+        if digest == before.running_sha256:
+            assert res.outcome == "unchanged" and not res.restart
+        if digest not in VALID:
+            assert res.outcome in ("invalid", "unchanged", "rejected") and not res.restart
+
+    @rule()
+    def restart(self) -> None:
+        pending = self.slot.state.pending
+        if self.slot.on_start().outcome == "rolled_back":
+            assert pending is not None
+            self.rolled_back.add(pending.sha256)
+
+    @rule()
+    def confirm(self) -> None:
+        self.slot.confirm()
+
+    @rule(dt=st.floats(0, 120))
+    def time_passes(self, dt: float) -> None:
+        self.clock.t += dt
+        pending = self.slot.state.pending
+        if self.slot.check_deadline().outcome == "rolled_back":
+            assert pending is not None
+            self.rolled_back.add(pending.sha256)
+
+    @invariant()
+    def runs_a_valid_config_it_knows(self) -> None:
+        st_ = self.slot.state
+        active = sha256(self.slot.active.read_bytes())
+        assert active in VALID
+        assert active == (st_.pending.sha256 if st_.pending else st_.running_sha256)
+        assert not self.slot.staged.exists()
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+TestSlotMachine = SlotMachine.TestCase
+TestSlotMachine.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
