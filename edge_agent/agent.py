@@ -22,7 +22,7 @@ from edge_agent.drivers.registry import create_driver
 from edge_agent.evidence_upload import EvidenceUploader
 from edge_agent.lane_runtime import LaneRuntime
 from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxAlarm, OutboxStats
 from edge_agent.record_cache import GapDetected, RecordCache
 from edge_agent.uplink import Uplink
 from efence import __version__
@@ -90,7 +90,14 @@ class EdgeAgent:
         self.hub_url = self.hub_url or cfg.hub_url
         self.started_at = datetime.now(UTC)
         self.metrics = AgentMetrics()
-        self.outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=cfg.outbox_capacity)
+        self.outbox = Outbox(
+            self.data_dir / "outbox.sqlite",
+            self.agent_id,
+            capacity=cfg.outbox_capacity,
+            max_age_s=cfg.outbox_max_age_h * 3600,
+        )
+        self.metrics.outbox_capacity.set(cfg.outbox_capacity)
+        self.metrics.outbox_max_age.set(cfg.outbox_max_age_h * 3600)
         # nonces survive a restart (kill -9, power cut): a captured command stays refused until it expires
         self.nonces = NonceLedger()
         for nonce, expires_at in self.outbox.nonces_now().items():
@@ -98,7 +105,7 @@ class EdgeAgent:
         self.records = RecordCache(self.data_dir / "records.sqlite", self.zone.id)
         self.records_fresh_at: datetime | None = None
         self._sync_needed = asyncio.Event()
-        self._outbox_alarmed = False
+        self._outbox_alarm = OutboxAlarm(cfg.outbox_alarm_ratio)
         self.uplink = Uplink(
             zone=self.zone.id,
             checkpoint=self.checkpoint.id,
@@ -150,13 +157,12 @@ class EdgeAgent:
     async def run(self) -> None:
         metrics_server = None
         if self.metrics_port:
+            host = self.checkpoint.agent.metrics_host  # 127.0.0.1 unless the config says otherwise
             metrics_server, _thread = start_http_server(
-                self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+                self.metrics_port, addr=host, registry=self.metrics.registry
             )
             log.info(
-                "agent %s: Prometheus metrics on http://127.0.0.1:%d/metrics",
-                self.agent_id,
-                self.metrics_port,
+                "agent %s: Prometheus metrics on http://%s:%d/metrics", self.agent_id, host, self.metrics_port
             )
         self._install_epoch()
         receiver = DeviceReceiver()
@@ -272,11 +278,13 @@ class EdgeAgent:
     async def _housekeeping_loop(self) -> None:
         """Metrics, and the outbox alarm well before anything could be shed."""
         while True:
+            await self.outbox.shed_expired()
             stats = await self.outbox.stats()
             m = self.metrics
             m.outbox_depth.set(stats.depth)
             m.outbox_oldest_age.set(stats.oldest_age_s)
-            m.outbox_shed.set(stats.shed)
+            m.outbox_shed.labels("capacity").set(stats.shed)
+            m.outbox_shed.labels("age").set(stats.shed_age)
             m.uplink_connected.set(1 if self.uplink.online else 0)
             state = await self.records.state()
             m.record_version.set(state.record_version)
@@ -286,28 +294,20 @@ class EdgeAgent:
                 lane, dev = name.split("/", 1)
                 m.device_up.labels(lane, dev).set({"up": 1, "down": 0}.get(d.health.observed, -1))
                 m.device_bad_frames.labels(lane, dev).set(d.health.counters.get("frames_bad", 0))
-            ratio = stats.fill_ratio
-            if ratio >= self.checkpoint.agent.outbox_alarm_ratio and not self._outbox_alarmed:
-                self._outbox_alarmed = True
-                log.error(
-                    "agent %s: outbox %.0f%% full (%d events, oldest %.0f s)",
-                    self.agent_id,
-                    ratio * 100,
-                    stats.depth,
-                    stats.oldest_age_s,
-                )
-                await self.outbox.append(
-                    EventType.ALARM,
-                    {
-                        "kind": "alarm",
-                        "alarm": "outbox_filling",
-                        "severity": "critical",
-                        "detail": f"outbox {ratio:.0%} full, {stats.depth} events waiting",
-                    },
-                )
-            elif ratio < self.checkpoint.agent.outbox_alarm_ratio / 2:
-                self._outbox_alarmed = False
+            await self._check_outbox_bounds(stats)
             await asyncio.sleep(2.0)
+
+    async def _check_outbox_bounds(self, stats: OutboxStats) -> None:
+        """Ring (or clear) the outbox alarm: it says depth, oldest age and the bounds, long before a bound."""
+        payload = self._outbox_alarm.check(stats)
+        self.metrics.outbox_alarm.set(1 if self._outbox_alarm.raised else 0)
+        if payload is None:
+            return
+        (log.error if self._outbox_alarm.raised else log.info)(
+            "agent %s: %s", self.agent_id, payload["detail"]
+        )
+        await self.outbox.append(EventType.ALARM, payload, correlation_id=f"{self.agent_id}/outbox")
+        self.uplink.nudge()
 
     # ------------------------------------------------------------------ status
     def status(self, online: bool = True) -> AgentStatus:
