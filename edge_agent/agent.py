@@ -106,12 +106,16 @@ class EdgeAgent:
         self.records_fresh_at: datetime | None = None
         self._sync_needed = asyncio.Event()
         self._outbox_alarm = OutboxAlarm(cfg.outbox_alarm_ratio)
+        # (outbox depth, oldest age, last seq, record version) for status(): refreshed off the loop by
+        # refresh_status() and the housekeeping loop, so building a status message never reads SQLite
+        self._status_counts: tuple[int, float, int, int | None] = (0, 0.0, 0, None)
         self.uplink = Uplink(
             zone=self.zone.id,
             checkpoint=self.checkpoint.id,
             broker_url=self.broker_url,
             outbox=self.outbox,
             status=self.status,
+            refresh_status=self.refresh_status,
             on_command=self.handle_command,
             on_record_delta=self.handle_record_delta,
             on_hub_birth=self._hub_reborn,
@@ -288,6 +292,7 @@ class EdgeAgent:
             m.uplink_connected.set(1 if self.uplink.online else 0)
             state = await self.records.state()
             m.record_version.set(state.record_version)
+            self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, state.record_version)
             if self.records_fresh_at:
                 m.record_age.set((datetime.now(UTC) - self.records_fresh_at).total_seconds())
             for name, d in self.drivers.items():
@@ -310,18 +315,15 @@ class EdgeAgent:
         self.uplink.nudge()
 
     # ------------------------------------------------------------------ status
+    async def refresh_status(self) -> None:
+        """Read the outbox and cache counts for the next status message (on their SQLite threads)."""
+        stats = await self.outbox.stats()
+        cache = await self.records.state()
+        self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, cache.record_version)
+
     def status(self, online: bool = True) -> AgentStatus:
-        try:
-            stats = self.outbox.stats_now()
-            cache = self.records.state_now()
-            depth, age, last_seq, version = (
-                stats.depth,
-                stats.oldest_age_s,
-                stats.last_seq,
-                cache.record_version,
-            )
-        except Exception:  # noqa: BLE001 — the last will is built before anything runs
-            depth, age, last_seq, version = 0, 0.0, 0, None
+        """Built from memory only: it runs on the event loop (and for the last will before anything ran)."""
+        depth, age, last_seq, version = self._status_counts
         return AgentStatus(
             agent_id=self.agent_id,
             zone=self.zone.id,

@@ -125,6 +125,7 @@ class LaneRuntime:
     _loops: dict[str, tuple[bool, float]] = field(init=False, default_factory=dict)
     _arm: tuple[bool, bool] | None = field(init=False, default=None)
     _answered: tuple[gc.RequestRecords, bool] | None = field(init=False, default=None)
+    _evidence_writes: set[asyncio.Task] = field(init=False, default_factory=set)  # strong refs until done
 
     def __post_init__(self) -> None:
         self.controller = gc.LaneController(lane_config(self.zone, self.checkpoint, self.lane))
@@ -411,15 +412,36 @@ class LaneRuntime:
         )
 
     def _keep_evidence(self, device_id: str, images: dict[str, bytes]) -> None:
+        """Name the files now (they belong to the transaction of this moment), write them off the loop.
+
+        A camera sends several JPEGs per sighting and the disk of an edge box can stall for hundreds of ms:
+        written here, that would hold up every lane's controller and the uplink. Each file is complete
+        before the uploader hears of it."""
         if not images:
             return
         txn = self.controller.state.txn
         stem = txn.transaction_id.replace("/", "_") if txn else f"untracked-{int(time.time() * 1000)}"
         folder = self.evidence_dir / datetime.now(UTC).strftime("%Y%m%d") / self.lane.id
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in images.items():
-            path = folder / f"{stem}-{device_id}-{image_file_name(name, data)}"
-            path.write_bytes(data)
+        files = [
+            (folder / f"{stem}-{device_id}-{image_file_name(name, data)}", data)
+            for name, data in images.items()
+        ]
+        try:
+            task = asyncio.get_running_loop().create_task(self._write_evidence(folder, files))
+        except RuntimeError:  # no loop (a synchronous caller, e.g. a replay tool): write in place
+            for path in _write_files(folder, files):
+                self.on_evidence(path)
+            return
+        self._evidence_writes.add(task)
+        task.add_done_callback(self._evidence_writes.discard)
+
+    async def _write_evidence(self, folder: Path, files: list[tuple[Path, bytes]]) -> None:
+        try:
+            written = await asyncio.to_thread(_write_files, folder, files)
+        except OSError as exc:  # a full or failing disk loses the pictures, never the lane
+            self.log.error("lane %s: evidence images not written to %s: %s", self.lane.id, folder, exc)
+            return
+        for path in written:
             self.on_evidence(path)
 
     # ------------------------------------------------------------------ status
@@ -439,3 +461,13 @@ class LaneRuntime:
             light=self.light,
             devices=[d.status() for d in self.drivers.values()],
         )
+
+
+def _write_files(folder: Path, files: list[tuple[Path, bytes]]) -> list[Path]:
+    """Blocking: each file written under a temporary name and renamed, so no reader sees half a JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, data in files:
+        tmp = path.with_name(f".{path.name}.part")  # the uploader's scan skips dot files
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return [path for path, _ in files]
