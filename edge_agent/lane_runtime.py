@@ -355,7 +355,8 @@ class LaneRuntime:
 
     async def _regather(self, device: str) -> None:
         """An officer asked for a fresh reading: ask the devices that can be asked (a driver with
-        `regather()`, e.g. one that polls), and say plainly which only report on their own."""
+        `regather()` that returns None: it sent the device a request), and say plainly which only report
+        on their own (no `regather()`, e.g. the cameras, or one that returns the reason it could not ask)."""
         drivers = self.drivers_for(device)
         if not drivers:
             self.log.warning("lane %s: re-gather from %s: no such device on this lane", self.lane.id, device)
@@ -372,7 +373,16 @@ class LaneRuntime:
                 continue
             result = regather()
             if asyncio.iscoroutine(result):
-                await result
+                result = await result
+            if isinstance(result, str):
+                self.log.info(
+                    "lane %s: re-gather from %s: %s not asked (%s); waiting for its next reading",
+                    self.lane.id,
+                    device,
+                    driver.config.id,
+                    result,
+                )
+                continue
             self.log.info(
                 "lane %s: re-gather from %s: %s asked to read again", self.lane.id, device, driver.config.id
             )
