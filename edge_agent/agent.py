@@ -290,7 +290,7 @@ class EdgeAgent:
             m.outbox_shed.labels("capacity").set(stats.shed)
             m.outbox_shed.labels("age").set(stats.shed_age)
             m.uplink_connected.set(1 if self.uplink.online else 0)
-            state = await self.records.state()
+            state = await self.records.state(count=False)
             m.record_version.set(state.record_version)
             self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, state.record_version)
             if self.records_fresh_at:
@@ -318,7 +318,7 @@ class EdgeAgent:
     async def refresh_status(self) -> None:
         """Read the outbox and cache counts for the next status message (on their SQLite threads)."""
         stats = await self.outbox.stats()
-        cache = await self.records.state()
+        cache = await self.records.state(count=False)
         self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, cache.record_version)
 
     def status(self, online: bool = True) -> AgentStatus:

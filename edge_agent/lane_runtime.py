@@ -248,9 +248,12 @@ class LaneRuntime:
 
     # ------------------------------------------------------------------ records → outbox
     async def _record(self, records: tuple[gc.Entry, ...]) -> None:
-        for rec in records:
-            type_, payload, txn = self._event_of(rec)
-            await self.outbox.append(type_, payload, lane=self.lane.id, correlation_id=txn)
+        """The step's records into the outbox in one transaction (one fsync), before any command runs."""
+        if not records:
+            return
+        items = [self._event_of(rec) for rec in records]
+        await self.outbox.append_many([(t, p, txn) for t, p, txn in items], lane=self.lane.id)
+        for rec, (_type, payload, _txn) in zip(records, items, strict=True):
             if isinstance(rec, gc.Decision):
                 self.log.info(
                     "lane %s: %s %s %s%s",
@@ -267,8 +270,7 @@ class LaneRuntime:
                     result = self.on_decision(rec.verdict.value, max(0.0, rec.at.timestamp() - started))
                     if asyncio.iscoroutine(result):
                         await result
-        if records:
-            self.on_event()
+        self.on_event()
 
     def _event_of(self, rec: gc.Entry) -> tuple[str, dict[str, Any], str | None]:
         txn = getattr(rec, "transaction_id", None)
@@ -400,7 +402,7 @@ class LaneRuntime:
         related = await self.records.related(
             plate=req.plate, epc=req.eplate, card=req.driver_card, containers=containers
         )
-        state = await self.records.state()
+        state = await self.records.state(count=False)
         groups: dict[str, tuple] = {}
         for name, rows in related.items():
             model = RECORD_MODELS[name]

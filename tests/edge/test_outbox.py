@@ -71,6 +71,26 @@ async def test_full_outbox_sheds_telemetry_only_and_counts_it(tmp_path):
     assert stats.shed == 1 and stats.depth == 5
 
 
+async def test_a_lane_step_is_committed_in_one_transaction_with_consecutive_seqs(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", AGENT, capacity=1000)
+    box.capacity = 2
+    await box.append("telemetry", {})
+    await box.append("telemetry", {})  # at capacity now
+    events = await box.append_many(
+        [
+            ("transaction", {"v": "RELEASE"}, "t1"),
+            ("telemetry", {}, None),
+            ("lane_state", {"p": "open"}, "t1"),
+        ],
+        lane="in-1",
+    )
+    stats = await box.stats()
+    box.close()
+    assert [e.seq if e else None for e in events] == [3, None, 4]  # telemetry shed, the rest kept, no gap
+    assert events[0].correlation_id == "t1" and events[2].lane == "in-1"
+    assert (stats.shed, stats.last_seq, stats.depth) == (1, 4, 4)
+
+
 def _append_then_die(path: str, n: int) -> None:
     import asyncio
 
@@ -184,6 +204,16 @@ class NeverDropsDecisions(RuleBasedStateMachine):
             return
         if type_ != "telemetry":
             self.kept[event.seq] = {"n": n}
+
+    @rule(types=st.lists(st.sampled_from([*KEPT, "telemetry"]), min_size=1, max_size=4))
+    def append_step(self, types: list[str]) -> None:
+        events = asyncio.run(self.box.append_many([(t, {"step": i}, None) for i, t in enumerate(types)]))
+        for i, (t, event) in enumerate(zip(types, events, strict=True)):
+            if event is None:
+                assert t == "telemetry", f"{t} refused at capacity"
+                self.refused += 1
+            elif t != "telemetry":
+                self.kept[event.seq] = {"step": i}
 
     @rule(seconds=st.floats(0, 1500))
     def time_passes(self, seconds: float) -> None:
