@@ -311,7 +311,8 @@ class EdgeAgent:
         (log.error if self._outbox_alarm.raised else log.info)(
             "agent %s: %s", self.agent_id, payload["detail"]
         )
-        await self.outbox.append(EventType.ALARM, payload, correlation_id=f"{self.agent_id}/outbox")
+        # correlation id "outbox": the hub files raise and clear under one subject, `<agent>/outbox`
+        await self.outbox.append(EventType.ALARM, payload, correlation_id="outbox")
         self.uplink.nudge()
 
     # ------------------------------------------------------------------ status
