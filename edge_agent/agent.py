@@ -23,7 +23,7 @@ from edge_agent.drivers.registry import create_driver
 from edge_agent.evidence_upload import EvidenceUploader
 from edge_agent.lane_runtime import LaneRuntime
 from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxAlarm, OutboxStats
 from edge_agent.perimeter_watch import PerimeterWatch
 from edge_agent.record_cache import GapDetected, RecordCache
 from edge_agent.uplink import Uplink
@@ -93,7 +93,14 @@ class EdgeAgent:
         self.hub_url = self.hub_url or cfg.hub_url
         self.started_at = datetime.now(UTC)
         self.metrics = AgentMetrics()
-        self.outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=cfg.outbox_capacity)
+        self.outbox = Outbox(
+            self.data_dir / "outbox.sqlite",
+            self.agent_id,
+            capacity=cfg.outbox_capacity,
+            max_age_s=cfg.outbox_max_age_h * 3600,
+        )
+        self.metrics.outbox_capacity.set(cfg.outbox_capacity)
+        self.metrics.outbox_max_age.set(cfg.outbox_max_age_h * 3600)
         # nonces survive a restart (kill -9, power cut): a captured command stays refused until it expires
         self.nonces = NonceLedger()
         for nonce, expires_at in self.outbox.nonces_now().items():
@@ -101,13 +108,17 @@ class EdgeAgent:
         self.records = RecordCache(self.data_dir / "records.sqlite", self.zone.id)
         self.records_fresh_at: datetime | None = None
         self._sync_needed = asyncio.Event()
-        self._outbox_alarmed = False
+        self._outbox_alarm = OutboxAlarm(cfg.outbox_alarm_ratio)
+        # (outbox depth, oldest age, last seq, record version) for status(): refreshed off the loop by
+        # refresh_status() and the housekeeping loop, so building a status message never reads SQLite
+        self._status_counts: tuple[int, float, int, int | None] = (0, 0.0, 0, None)
         self.uplink = Uplink(
             zone=self.zone.id,
             checkpoint=self.checkpoint.id,
             broker_url=self.broker_url,
             outbox=self.outbox,
             status=self.status,
+            refresh_status=self.refresh_status,
             on_command=self.handle_command,
             on_record_delta=self.handle_record_delta,
             on_hub_birth=self._hub_reborn,
@@ -167,13 +178,12 @@ class EdgeAgent:
     async def run(self) -> None:
         metrics_server = None
         if self.metrics_port:
+            host = self.checkpoint.agent.metrics_host  # 127.0.0.1 unless the config says otherwise
             metrics_server, _thread = start_http_server(
-                self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+                self.metrics_port, addr=host, registry=self.metrics.registry
             )
             log.info(
-                "agent %s: Prometheus metrics on http://127.0.0.1:%d/metrics",
-                self.agent_id,
-                self.metrics_port,
+                "agent %s: Prometheus metrics on http://%s:%d/metrics", self.agent_id, host, self.metrics_port
             )
         self._install_epoch()
         receiver = DeviceReceiver()
@@ -295,14 +305,17 @@ class EdgeAgent:
     async def _housekeeping_loop(self) -> None:
         """Metrics, and the outbox alarm well before anything could be shed."""
         while True:
+            await self.outbox.shed_expired()
             stats = await self.outbox.stats()
             m = self.metrics
             m.outbox_depth.set(stats.depth)
             m.outbox_oldest_age.set(stats.oldest_age_s)
-            m.outbox_shed.set(stats.shed)
+            m.outbox_shed.labels("capacity").set(stats.shed)
+            m.outbox_shed.labels("age").set(stats.shed_age)
             m.uplink_connected.set(1 if self.uplink.online else 0)
-            state = await self.records.state()
+            state = await self.records.state(count=False)
             m.record_version.set(state.record_version)
+            self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, state.record_version)
             if self.records_fresh_at:
                 m.record_age.set((datetime.now(UTC) - self.records_fresh_at).total_seconds())
             for name, d in self.drivers.items():
@@ -313,42 +326,32 @@ class EdgeAgent:
                 m.device_up.labels("perimeter", watch.camera.id).set(
                     {"up": 1, "down": 0}.get(watch.health.observed, -1)
                 )
-            ratio = stats.fill_ratio
-            if ratio >= self.checkpoint.agent.outbox_alarm_ratio and not self._outbox_alarmed:
-                self._outbox_alarmed = True
-                log.error(
-                    "agent %s: outbox %.0f%% full (%d events, oldest %.0f s)",
-                    self.agent_id,
-                    ratio * 100,
-                    stats.depth,
-                    stats.oldest_age_s,
-                )
-                await self.outbox.append(
-                    EventType.ALARM,
-                    {
-                        "kind": "alarm",
-                        "alarm": "outbox_filling",
-                        "severity": "critical",
-                        "detail": f"outbox {ratio:.0%} full, {stats.depth} events waiting",
-                    },
-                )
-            elif ratio < self.checkpoint.agent.outbox_alarm_ratio / 2:
-                self._outbox_alarmed = False
+            await self._check_outbox_bounds(stats)
             await asyncio.sleep(2.0)
 
+    async def _check_outbox_bounds(self, stats: OutboxStats) -> None:
+        """Ring (or clear) the outbox alarm: it says depth, oldest age and the bounds, long before a bound."""
+        payload = self._outbox_alarm.check(stats)
+        self.metrics.outbox_alarm.set(1 if self._outbox_alarm.raised else 0)
+        if payload is None:
+            return
+        (log.error if self._outbox_alarm.raised else log.info)(
+            "agent %s: %s", self.agent_id, payload["detail"]
+        )
+        # correlation id "outbox": the hub files raise and clear under one subject, `<agent>/outbox`
+        await self.outbox.append(EventType.ALARM, payload, correlation_id="outbox")
+        self.uplink.nudge()
+
     # ------------------------------------------------------------------ status
+    async def refresh_status(self) -> None:
+        """Read the outbox and cache counts for the next status message (on their SQLite threads)."""
+        stats = await self.outbox.stats()
+        cache = await self.records.state(count=False)
+        self._status_counts = (stats.depth, stats.oldest_age_s, stats.last_seq, cache.record_version)
+
     def status(self, online: bool = True) -> AgentStatus:
-        try:
-            stats = self.outbox.stats_now()
-            cache = self.records.state_now()
-            depth, age, last_seq, version = (
-                stats.depth,
-                stats.oldest_age_s,
-                stats.last_seq,
-                cache.record_version,
-            )
-        except Exception:  # noqa: BLE001 — the last will is built before anything runs
-            depth, age, last_seq, version = 0, 0.0, 0, None
+        """Built from memory only: it runs on the event loop (and for the last will before anything ran)."""
+        depth, age, last_seq, version = self._status_counts
         return AgentStatus(
             agent_id=self.agent_id,
             zone=self.zone.id,

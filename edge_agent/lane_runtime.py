@@ -128,6 +128,7 @@ class LaneRuntime:
     _loops: dict[str, tuple[bool, float]] = field(init=False, default_factory=dict)
     _arm: tuple[bool, bool] | None = field(init=False, default=None)
     _answered: tuple[gc.RequestRecords, bool] | None = field(init=False, default=None)
+    _evidence_writes: set[asyncio.Task] = field(init=False, default_factory=set)  # strong refs until done
 
     def __post_init__(self) -> None:
         self.controller = gc.LaneController(lane_config(self.zone, self.checkpoint, self.lane))
@@ -260,9 +261,12 @@ class LaneRuntime:
 
     # ------------------------------------------------------------------ records → outbox
     async def _record(self, records: tuple[gc.Entry, ...]) -> None:
-        for rec in records:
-            type_, payload, txn = self._event_of(rec)
-            await self.outbox.append(type_, payload, lane=self.lane.id, correlation_id=txn)
+        """The step's records into the outbox in one transaction (one fsync), before any command runs."""
+        if not records:
+            return
+        items = [self._event_of(rec) for rec in records]
+        await self.outbox.append_many([(t, p, txn) for t, p, txn in items], lane=self.lane.id)
+        for rec, (_type, payload, _txn) in zip(records, items, strict=True):
             if isinstance(rec, gc.Decision):
                 self.log.info(
                     "lane %s: %s %s %s%s",
@@ -279,8 +283,7 @@ class LaneRuntime:
                     result = self.on_decision(rec.verdict.value, max(0.0, rec.at.timestamp() - started))
                     if asyncio.iscoroutine(result):
                         await result
-        if records:
-            self.on_event()
+        self.on_event()
 
     def _event_of(self, rec: gc.Entry) -> tuple[str, dict[str, Any], str | None]:
         txn = getattr(rec, "transaction_id", None)
@@ -367,7 +370,8 @@ class LaneRuntime:
 
     async def _regather(self, device: str) -> None:
         """An officer asked for a fresh reading: ask the devices that can be asked (a driver with
-        `regather()`, e.g. one that polls), and say plainly which only report on their own."""
+        `regather()` that returns None: it sent the device a request), and say plainly which only report
+        on their own (no `regather()`, e.g. the cameras, or one that returns the reason it could not ask)."""
         drivers = self.drivers_for(device)
         if not drivers:
             self.log.warning("lane %s: re-gather from %s: no such device on this lane", self.lane.id, device)
@@ -384,7 +388,16 @@ class LaneRuntime:
                 continue
             result = regather()
             if asyncio.iscoroutine(result):
-                await result
+                result = await result
+            if isinstance(result, str):
+                self.log.info(
+                    "lane %s: re-gather from %s: %s not asked (%s); waiting for its next reading",
+                    self.lane.id,
+                    device,
+                    driver.config.id,
+                    result,
+                )
+                continue
             self.log.info(
                 "lane %s: re-gather from %s: %s asked to read again", self.lane.id, device, driver.config.id
             )
@@ -402,7 +415,7 @@ class LaneRuntime:
         related = await self.records.related(
             plate=req.plate, epc=req.eplate, card=req.driver_card, containers=containers
         )
-        state = await self.records.state()
+        state = await self.records.state(count=False)
         groups: dict[str, tuple] = {}
         for name, rows in related.items():
             model = RECORD_MODELS[name]
@@ -424,15 +437,36 @@ class LaneRuntime:
         )
 
     def _keep_evidence(self, device_id: str, images: dict[str, bytes]) -> None:
+        """Name the files now (they belong to the transaction of this moment), write them off the loop.
+
+        A camera sends several JPEGs per sighting and the disk of an edge box can stall for hundreds of ms:
+        written here, that would hold up every lane's controller and the uplink. Each file is complete
+        before the uploader hears of it."""
         if not images:
             return
         txn = self.controller.state.txn
         stem = txn.transaction_id.replace("/", "_") if txn else f"untracked-{int(time.time() * 1000)}"
         folder = self.evidence_dir / datetime.now(UTC).strftime("%Y%m%d") / self.lane.id
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in images.items():
-            path = folder / f"{stem}-{device_id}-{image_file_name(name, data)}"
-            path.write_bytes(data)
+        files = [
+            (folder / f"{stem}-{device_id}-{image_file_name(name, data)}", data)
+            for name, data in images.items()
+        ]
+        try:
+            task = asyncio.get_running_loop().create_task(self._write_evidence(folder, files))
+        except RuntimeError:  # no loop (a synchronous caller, e.g. a replay tool): write in place
+            for path in _write_files(folder, files):
+                self.on_evidence(path)
+            return
+        self._evidence_writes.add(task)
+        task.add_done_callback(self._evidence_writes.discard)
+
+    async def _write_evidence(self, folder: Path, files: list[tuple[Path, bytes]]) -> None:
+        try:
+            written = await asyncio.to_thread(_write_files, folder, files)
+        except OSError as exc:  # a full or failing disk loses the pictures, never the lane
+            self.log.error("lane %s: evidence images not written to %s: %s", self.lane.id, folder, exc)
+            return
+        for path in written:
             self.on_evidence(path)
 
     # ------------------------------------------------------------------ status
@@ -452,3 +486,13 @@ class LaneRuntime:
             light=self.light,
             devices=[d.status() for d in self.drivers.values()],
         )
+
+
+def _write_files(folder: Path, files: list[tuple[Path, bytes]]) -> list[Path]:
+    """Blocking: each file written under a temporary name and renamed, so no reader sees half a JPEG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, data in files:
+        tmp = path.with_name(f".{path.name}.part")  # the uploader's scan skips dot files
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return [path for path, _ in files]

@@ -14,7 +14,18 @@ class AgentMetrics:
             "efence_outbox_oldest_age_seconds", "Age of the oldest unacknowledged event", registry=r
         )
         self.outbox_shed = Gauge(
-            "efence_outbox_shed_total", "Telemetry events shed because the outbox was full", registry=r
+            "efence_outbox_shed_total",
+            "Telemetry events shed: reason=capacity (refused at the capacity bound) or age (older than the "
+            "age bound, tombstoned); decisions and alarms are never shed",
+            ["reason"],
+            registry=r,
+        )
+        self.outbox_capacity = Gauge("efence_outbox_capacity", "Outbox capacity bound, events", registry=r)
+        self.outbox_max_age = Gauge(
+            "efence_outbox_max_age_seconds", "Outbox age bound for telemetry, seconds", registry=r
+        )
+        self.outbox_alarm = Gauge(
+            "efence_outbox_alarm", "1 while the outbox_filling alarm is raised", registry=r
         )
         self.record_version = Gauge(
             "efence_record_version", "Replication seq of the local record cache", registry=r

@@ -58,7 +58,7 @@ class CacheState:
     zone: str
     record_version: int
     records_as_of: datetime | None
-    count: int
+    count: int | None  # None when not asked for: counting a million records is a full scan
 
 
 class GapDetected(Exception):
@@ -164,13 +164,14 @@ class RecordCache:
                 return version
 
     # ------------------------------------------------------------------ reading
-    def _state(self, c: sqlite3.Connection) -> CacheState:
+    def _state(self, c: sqlite3.Connection, count: bool = True) -> CacheState:
         row = c.execute("SELECT value FROM record_meta WHERE key = 'as_of'").fetchone()
-        count = c.execute("SELECT count(*) FROM records").fetchone()[0]
-        return CacheState(self.zone, self._version(c), datetime.fromisoformat(row[0]) if row else None, count)
+        n = c.execute("SELECT count(*) FROM records").fetchone()[0] if count else None
+        return CacheState(self.zone, self._version(c), datetime.fromisoformat(row[0]) if row else None, n)
 
-    async def state(self) -> CacheState:
-        return await self.db.run(self._state)
+    async def state(self, *, count: bool = True) -> CacheState:
+        """Version and freshness; `count=False` on hot paths (the lane's record view, status, metrics)."""
+        return await self.db.run(lambda c: self._state(c, count))
 
     def state_now(self) -> CacheState:
         return self.db.call(self._state)

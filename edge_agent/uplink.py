@@ -81,6 +81,7 @@ class Uplink:
         on_connected: Callable[[], None] | None = None,
         handlers: Mapping[str, Callable[[bytes], Awaitable[None]]] | None = None,
         status_interval_s: float = 10.0,
+        refresh_status: Callable[[], Awaitable[None]] | None = None,
         resend_after_s: float = 10.0,
         batch: int = 200,
     ):
@@ -90,7 +91,8 @@ class Uplink:
         # TLS + broker credentials, checked now: a misconfigured agent refuses to start (efence.mqtt_tls)
         self.security = broker_security(broker_url, default_username=self.agent_id)
         self.outbox = outbox
-        self.status = status
+        self.status = status  # sync and I/O-free (also builds the last will)
+        self.refresh_status = refresh_status  # awaited before each status publish: the blocking reads
         self.on_command = on_command
         self.on_record_delta = on_record_delta
         self.on_hub_birth = on_hub_birth
@@ -117,6 +119,8 @@ class Uplink:
 
     async def publish_status(self) -> None:
         if self._client is not None and self.connected:
+            if self.refresh_status is not None:
+                await self.refresh_status()
             await self._client.publish(
                 Topics.status(self.zone, self.checkpoint), self.status(True).to_bytes(), qos=1, retain=True
             )

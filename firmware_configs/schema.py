@@ -118,6 +118,13 @@ class AgentSettings(ConfigModel):
     metrics_port: int | None = Field(
         9108, ge=1, le=65535, description="Prometheus metrics port; empty to disable."
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the Prometheus metrics endpoint binds to. The endpoint has no authentication "
+        "and shows lane, device and outbox state: keep 127.0.0.1 (scrape through a local agent or SSH "
+        "tunnel) unless the address is on a management network that only the monitoring host can reach.",
+    )
     status_interval_s: float = Field(
         10.0, gt=0, le=300, description="Heartbeat period of the retained status message."
     )
@@ -129,11 +136,19 @@ class AgentSettings(ConfigModel):
     outbox_capacity: int = Field(
         200_000, ge=1000, description="Most events kept while the hub is unreachable."
     )
+    outbox_max_age_h: float = Field(
+        72.0,
+        gt=0,
+        le=24 * 90,
+        description="Telemetry waiting longer than this many hours is shed (tombstoned, counted); "
+        "decisions, alarms and command audits are kept whatever their age.",
+    )
     outbox_alarm_ratio: float = Field(
         0.5,
         gt=0,
         lt=1,
-        description="Alarm when the outbox is this full, well before anything could be dropped.",
+        description="Alarm when the outbox reaches this share of its capacity or of its age bound, well "
+        "before anything could be dropped; cleared when back under half of it.",
     )
 
 

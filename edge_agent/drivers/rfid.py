@@ -6,6 +6,7 @@ upper-case hex: the EPC for UHF readers, the 10 hex digits (version + 32-bit car
 """
 
 import asyncio
+import contextlib
 import time
 
 from edge_agent.codecs import ascii_epc, chafon, em4100
@@ -35,6 +36,10 @@ class TagDeduper:
             self._last = {t: at for t, at in self._last.items() if now - at < self.window_s}
         return True
 
+    def forget(self) -> None:
+        """A re-gather: every tag still in the field is passed on again at its next read."""
+        self._last.clear()
+
 
 @register("rfid_reader")
 class RfidReaderDriver(SerialDriver):
@@ -44,6 +49,24 @@ class RfidReaderDriver(SerialDriver):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.deduper = TagDeduper(self.config.dedupe_window_s)
+        self._inventory_now = asyncio.Event()
+
+    async def regather(self) -> str | None:
+        """An officer asked for a fresh read. The de-duplication memory is dropped, so the tags in the field
+        are reported again; a Chafon reader is sent its inventory command (0x01, PROTOCOLS.md §5.1) now
+        rather than at the next poll. EM4100 and ASCII EPC readers have no command: they report on their
+        own, and their next read of a tag in the field is passed on. Returns None when the reader was asked,
+        else why it was not."""
+        self.deduper.forget()
+        if self.config.protocol != "chafon":
+            return (
+                f"{self.config.protocol} readers report on their own and take no command; "
+                "their next read is passed on"
+            )
+        if not self.connected:
+            return "line not open; the reader is polled again as soon as it reconnects"
+        self._inventory_now.set()
+        return None
 
     def tag(self, tag_id: str, now: float, *, rssi: int | None = None, antenna: int | None = None) -> None:
         if self.deduper.admit(tag_id, now):
@@ -122,4 +145,7 @@ class RfidReaderDriver(SerialDriver):
                 if not data:
                     return
                 done = self.feed(data, time.monotonic(), decoder)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):  # the poll period, or at once on a re-gather
+                async with asyncio.timeout(interval):
+                    await self._inventory_now.wait()
+            self._inventory_now.clear()

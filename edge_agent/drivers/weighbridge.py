@@ -67,6 +67,11 @@ class WeighbridgeLogic:
     def reset(self) -> None:
         self._window.clear()
 
+    def restart(self) -> None:
+        """A re-gather: the stability window starts over and the next reading is reported whatever it is."""
+        self.reset()
+        self._last_emitted = None
+
     def _stable(self, kg: float, now: float) -> bool:
         w = self._window
         w.append((now, kg))
@@ -161,6 +166,26 @@ class WeighbridgeDriver(SerialDriver):
         super().__init__(*args, **kwargs)
         self.logic = WeighbridgeLogic(self.config)
         self.last_reading: WeightReading | None = None
+        self._writer: asyncio.StreamWriter | None = None  # the open line, for a request out of turn
+
+    async def regather(self) -> str | None:
+        """An officer asked for a fresh weight. The stability window starts over (a weight called stable
+        before the truck moved is not reused) and, where the protocol has a request — Yaohua command mode
+        `B` (gross), SMA `W` (PROTOCOLS.md §2.3, §3.1) — the indicator is asked now, not at the next poll.
+
+        Returns None when the indicator was asked, else why it was not: the streaming protocols (Toledo
+        continuous, Yaohua tF=0 and `=`) have no request at all, they report on their own."""
+        self.logic.restart()
+        request = poll_request(self.config)
+        if request is None:
+            return (
+                f"{self.config.protocol} indicators stream on their own and take no request; "
+                "the stability window restarts on its next frames"
+            )
+        if self._writer is None or self._writer.is_closing():
+            return "line not open; it is asked again as soon as it reconnects"
+        self._writer.write(request)
+        return None
 
     def _publish(self, reading: WeightReading) -> None:
         self.last_reading = reading
@@ -197,28 +222,32 @@ class WeighbridgeDriver(SerialDriver):
         tick = min(0.25, self.config.signal_lost_s / 4)
         poll_s = self.config.poll_interval_ms / 1000
         next_poll = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if request is not None and now >= next_poll:
-                writer.write(request)
-                next_poll = now + poll_s
-            timeout = tick if request is None else max(0.0, min(tick, next_poll - now))
-            try:
-                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
-                    data = await reader.read(4096)
-            except TimeoutError:
-                data = None
-            now = time.monotonic()
-            if data == b"":
-                return  # EOF: the line closed; supervise reconnects
-            if data:
-                self.feed(data, now, decoder)
-            lost = self.logic.on_tick(now)
-            if lost is not None:
-                self.health.failed(f"signal lost: no valid frame for {self.config.signal_lost_s:g} s")
-                self.log.warning("device %s: signal lost, weight unknown", self.config.id)
-                decoder.reset()
-                self._publish(lost)
+        self._writer = writer  # for a re-gather's request out of turn
+        try:
+            while True:
+                now = time.monotonic()
+                if request is not None and now >= next_poll:
+                    writer.write(request)
+                    next_poll = now + poll_s
+                timeout = tick if request is None else max(0.0, min(tick, next_poll - now))
+                try:
+                    async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                        data = await reader.read(4096)
+                except TimeoutError:
+                    data = None
+                now = time.monotonic()
+                if data == b"":
+                    return  # EOF: the line closed; supervise reconnects
+                if data:
+                    self.feed(data, now, decoder)
+                lost = self.logic.on_tick(now)
+                if lost is not None:
+                    self.health.failed(f"signal lost: no valid frame for {self.config.signal_lost_s:g} s")
+                    self.log.warning("device %s: signal lost, weight unknown", self.config.id)
+                    decoder.reset()
+                    self._publish(lost)
+        finally:
+            self._writer = None
 
     def on_disconnect(self, now: float) -> None:
         if not self.logic.signal_lost:

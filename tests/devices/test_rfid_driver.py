@@ -223,3 +223,35 @@ def test_answers_from_another_reader_address_are_ignored():
     assert out == []
     driver.feed(chafon.encode_response(chafon.ChafonResponse(2, 1, chafon.STATUS_DONE, data)), 1.0, decoder)
     assert [r.tag_id for r in out] == [EPC]
+
+
+# ----------------------------------------------------------------------------- re-gather (Retrigger)
+async def test_regather_sends_an_inventory_at_once_and_reports_the_tag_again():
+    cfg = config(poll_interval_ms=5000)  # the next poll is 5 s away; the tag was reported once
+    sim = RfidSimulator(cfg, scene=truck_at_gate())
+    driver, out, task = await start(sim, cfg, pty=True)
+    try:
+        await until(lambda: len(out) == 1 and sim.inventories == 1)
+        assert await driver.regather() is None
+        await until(lambda: sim.inventories == 2 and len(out) == 2, 2)
+    finally:
+        task.cancel()
+        await sim.close()
+    assert [r.tag_id for r in out] == [EPC, EPC]
+
+
+async def test_regather_on_a_streaming_reader_says_it_reports_on_its_own_and_passes_the_next_read():
+    cfg = config(id="card", role="driver_card", protocol="em4100", serial={"port": "x", "baudrate": 9600})
+    sim = RfidSimulator(cfg, scene=truck_at_gate(), repeat_s=0.1)
+    driver, out, task = await start(sim, cfg)
+    try:
+        await until(lambda: len(out) == 1)
+        await asyncio.sleep(0.5)
+        assert len(out) == 1  # repeats are collapsed …
+        reason = await driver.regather()
+        await until(lambda: len(out) == 2, 2)  # … until a re-gather: the card in the field is read again
+    finally:
+        task.cancel()
+        await sim.close()
+    assert reason is not None and "report on their own" in reason
+    assert [r.tag_id for r in out] == [CARD, CARD]

@@ -363,3 +363,40 @@ async def test_soak_under_heavy_faults_never_reports_a_false_stable_weight(proto
     # unchecked formats (and a rare double flip under XOR) can shift a reading within the tolerance,
     # never further: anything further breaks the window's spread
     assert all(any(abs(g - t) <= cfg.stable_tolerance_kg for t in grosses) for g in stable)
+
+
+# ----------------------------------------------------------------------------- re-gather (Retrigger)
+@pytest.mark.parametrize(
+    ("protocol", "pty"), [("yaohua-command", True), ("sma", False)]
+)  # Yaohua command mode `B` through a real pty, SMA `W` over a real socket
+async def test_regather_asks_a_polled_indicator_at_once_and_restarts_the_window(protocol, pty):
+    cfg = config(protocol=protocol, poll_interval_ms=5000, signal_lost_s=20.0)  # next poll is 5 s away
+    sim, _ = fast_sim(cfg)
+    url = sim.serve_pty() if pty else f"socket://127.0.0.1:{await sim.serve_tcp('127.0.0.1', 0)}"
+    driver, out, task = await _drive(sim, url, cfg)
+    try:
+        await until(lambda: sim.frames_sent == 1 and len(out) == 1, 5)  # the poll at connect
+        asked_at = time.monotonic()
+        assert await driver.regather() is None
+        await until(lambda: sim.frames_sent == 2 and len(out) == 2, 2)  # answered long before the poll
+        assert time.monotonic() - asked_at < 2.0
+        assert not out[-1].stable  # a fresh window: one reading is not yet a stable weight
+    finally:
+        task.cancel()
+        await sim.close()
+
+
+async def test_regather_on_a_streaming_indicator_says_it_reports_on_its_own():
+    cfg = config(protocol="toledo")
+    sim, _ = fast_sim(cfg)
+    port = await sim.serve_tcp("127.0.0.1", 0)
+    driver, out, task = await _drive(sim, f"socket://127.0.0.1:{port}", cfg)
+    try:
+        await until(lambda: len(out) >= 3, 5)
+        reason = await driver.regather()
+        n = len(out)
+        await until(lambda: len(out) > n, 2)  # the next frame is reported at once, heartbeat or not
+    finally:
+        task.cancel()
+        await sim.close()
+    assert reason is not None and "stream on their own" in reason

@@ -39,6 +39,7 @@ import yaml
 
 from central_monitor.runner import HubRunner
 from efence.commands.edge import _fetch_status
+from efence.contract import RecordKind
 from efence.demo import LaneRig, start_cameras, start_lane_rig
 from efence.embedded_broker import free_port
 from efence.mosquitto import private_mosquitto
@@ -62,6 +63,8 @@ class CheckpointSite:
         headway_s: tuple[float, float] = (0.5, 2.0),
         patience_s: float = 8.0,
         outbox_capacity: int | None = None,
+        outbox_max_age_h: float | None = None,
+        hub_process: bool = False,
         seed: int = 7,
     ) -> None:
         self.tmp = tmp
@@ -72,6 +75,7 @@ class CheckpointSite:
         self.headway_s = headway_s
         self.patience_s = patience_s
         self.outbox_capacity = outbox_capacity or self.cp.agent.outbox_capacity
+        self.outbox_max_age_h = outbox_max_age_h or self.cp.agent.outbox_max_age_h
         self.seed = seed
         self.key = secrets.token_bytes(32)
         self.broker_port = free_port()
@@ -95,12 +99,22 @@ class CheckpointSite:
         self._tasks: list[asyncio.Task] = []
         self._traffic: list[asyncio.Task] = []
         self.kills = 0
+        # the hub as a separate `efence hub run` process (so it too can get a real kill -9); its records are
+        # then imported before it starts, for trips drawn up front, since the test cannot reach its store
+        self.hub_process = hub_process
+        self.hub_proc: subprocess.Popen | None = None
+        self.hub_log = tmp / "hub.log"
+        self.hub_kills = 0
+        self.planned: dict[str, list[Any]] = {}  # lane id → trips whose records the hub already holds
 
     # ------------------------------------------------------------------ whole site
     async def __aenter__(self) -> CheckpointSite:
         await self.start_broker()
+        if self.hub_process:
+            self._import_planned_records()
         await self.start_hub()
-        await self.hub.import_records(self.zone.id, self.generator.base_records())
+        if self.hub is not None:
+            await self.hub.import_records(self.zone.id, self.generator.base_records())
         for i, lane in enumerate(self.cp.lanes):
             rig = await start_lane_rig(self.zone, self.cp, lane, seed=self.seed * 100 + i)
             self.rigs.append(rig)
@@ -131,6 +145,23 @@ class CheckpointSite:
         await self.stop_hub()
         await self.stop_broker()
 
+    def _import_planned_records(self, trips_per_lane: int = 40) -> None:
+        """Hub-process mode: the base records and those of the next trips of every lane, into the hub's
+        store before the hub process opens it (the agent pulls them as a snapshot on connecting)."""
+        records = list(self.generator.base_records())
+        for lane in self.cp.lanes:
+            self.planned[lane.id] = [self.generator.trip(lane) for _ in range(trips_per_lane)]
+            for trip in self.planned[lane.id]:
+                records.extend(trip.records)
+        runner = HubRunner(db_url=f"sqlite:///{self.hub_db}", broker_url=self.broker_url, host=LOCAL, port=0)
+        try:
+            groups: dict[Any, list[dict[str, Any]]] = {}
+            for kind, _key, rec in records:
+                groups.setdefault(RecordKind(kind), []).append(rec)
+            runner.store.import_many(self.zone.id, list(groups.items()), "test")
+        finally:
+            runner.store.close()
+
     def _write_config(self) -> None:
         """The shipped zone, reduced to this checkpoint, with every endpoint pointed at its simulator."""
         data = self.zone.model_dump(mode="json")
@@ -148,6 +179,7 @@ class CheckpointSite:
             status_interval_s=2.0,
             max_record_age_s=self.max_record_age_s,
             outbox_capacity=self.outbox_capacity,
+            outbox_max_age_h=self.outbox_max_age_h,
         )
         for lane in cp["lanes"]:
             rig = next(r for r in self.rigs if r.lane.id == lane["id"])
@@ -225,6 +257,29 @@ class CheckpointSite:
         finally:
             outbox.close()
 
+    def inject_telemetry(self, n: int) -> tuple[int, int]:
+        """While the agent runs: n telemetry events from another producer on the box, appended through the
+        real Outbox (SQLite's file lock and BEGIN IMMEDIATE serialise it with the agent's own appends, so
+        seqs stay gap-free). Returns (appended, refused at capacity)."""
+        from edge_agent.outbox import Outbox, OutboxFull
+
+        outbox = Outbox(self.data_dir / "outbox.sqlite", self.agent_id, capacity=self.outbox_capacity)
+        appended = refused = 0
+
+        def one(c: sqlite3.Connection, i: int) -> None:
+            nonlocal appended, refused
+            try:
+                outbox._append(c, "telemetry", {"reading": i}, None, None, None)
+                appended += 1
+            except OutboxFull:
+                refused += 1
+
+        try:
+            outbox.db.call(lambda c: [one(c, i) for i in range(n)])
+        finally:
+            outbox.close()
+        return appended, refused
+
     def agent_log_tail(self, n: int = 60) -> str:
         lines = self.agent_log.read_text(errors="replace").splitlines() if self.agent_log.exists() else []
         return "\n".join(lines[-n:])
@@ -241,6 +296,9 @@ class CheckpointSite:
             await asyncio.to_thread(stack.close)
 
     async def start_hub(self) -> None:
+        if self.hub_process:
+            await self._start_hub_process()
+            return
         self.hub = HubRunner(
             db_url=f"sqlite:///{self.hub_db}",
             broker_url=self.broker_url,
@@ -251,9 +309,69 @@ class CheckpointSite:
         await self.hub.__aenter__()
 
     async def stop_hub(self) -> None:
+        proc, self.hub_proc = self.hub_proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 5)
         hub, self.hub = self.hub, None
         if hub is not None:
             await hub.stop()
+
+    async def _start_hub_process(self) -> None:
+        keys = self.tmp / "keys" / self.zone.id
+        keys.mkdir(parents=True, exist_ok=True)
+        (keys / f"{self.cp.id}.key").write_text(self.key.hex())
+        log = self.hub_log.open("ab")
+        log.write(f"----- hub start #{self.hub_kills + 1} at {time.time():.3f}\n".encode())
+        log.flush()
+        self.hub_proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from efence.cli import main; main()",
+                "hub",
+                "run",
+                "--db",
+                f"sqlite:///{self.hub_db}",
+                "--broker",
+                self.broker_url,
+                "--port",
+                str(self.hub_port),
+                "--keys-dir",
+                str(self.tmp / "keys"),
+                "--client-id",
+                "efence-hub-under-test",  # stable: the broker keeps its QoS 1 session across the kill
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        import socket
+
+        def up() -> bool:
+            assert self.hub_proc is not None
+            if self.hub_proc.poll() is not None:
+                raise AssertionError(
+                    f"hub exited with {self.hub_proc.returncode}:\n{self.hub_log.read_text()[-3000:]}"
+                )
+            with socket.socket() as s:
+                return s.connect_ex((LOCAL, self.hub_port)) == 0
+
+        await self.wait_for(up, 60, "hub process to come up")
+
+    def kill_hub(self) -> None:
+        """`kill -9` of the hub process: no offline status of its own (the broker sends its last will)."""
+        assert self.hub_proc is not None and self.hub_proc.poll() is None, "hub process is not running"
+        os.kill(self.hub_proc.pid, signal.SIGKILL)
+        self.hub_proc.wait(10)
+        self.hub_proc = None
+        self.hub_kills += 1
 
     # ------------------------------------------------------------------ traffic
     def start_traffic(self) -> None:
@@ -282,7 +400,13 @@ class CheckpointSite:
         return scene.phase == "empty" and not scene.queue and scene.barrier.arm_down
 
     async def send_vehicle(self, rig: LaneRig, *, import_records: bool = True) -> str:
-        trip = self.generator.trip(rig.lane)
+        planned = self.planned.get(rig.lane.id)
+        if planned is not None:  # hub-process mode: the hub holds these trips' records already
+            if not planned:
+                raise AssertionError(f"lane {rig.lane.id}: more vehicles than trips planned")
+            trip, import_records = planned.pop(0), False
+        else:
+            trip = self.generator.trip(rig.lane)
         trip.vehicle.patience_s = self.patience_s
         hub = self.hub
         if import_records and hub is not None:

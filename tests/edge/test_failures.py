@@ -82,7 +82,9 @@ async def _kill_repeatedly(tmp_path, kills: int, last_down_s: float = 0.0) -> di
         assert summary["decisions"] >= 3
         alarms = [e["payload"] for e in site.hub_events() if e["type"] == "alarm"]
         assert any(a.get("alarm") == "outbox_filling" for a in alarms), "no outbox alarm reached the hub"
-        assert re.search(r"outbox \d+% full", site.agent_log.read_text()), "outbox alarm not logged"
+        assert re.search(
+            r"outbox nearing its bounds .* \d+ events waiting \(\d+% of 1000\)", site.agent_log.read_text()
+        ), "outbox alarm not logged"
         summary["kills_with_unacked_events"] = in_flight
         return summary
 
@@ -281,3 +283,104 @@ async def test_stale_records_hold_for_an_officer_and_only_authentic_fresh_comman
         ]
         codes = sorted(a["result"]["code"] or "done" for a in audits)
         assert codes == ["done", "expired", "forged", "replayed", "replayed"], codes
+
+
+# ---------------------------------------------------------------------------------------------- outbox bounds
+AGE_BOUND_H = 0.002  # 7.2 s: the production default is 72 h; the alarm rings at half of it
+
+
+async def test_broker_down_small_outbox_sheds_telemetry_only_and_every_decision_arrives(tmp_path):
+    async with CheckpointSite(tmp_path, outbox_capacity=1000, outbox_max_age_h=AGE_BOUND_H) as site:
+        site.start_traffic()
+        await site.wait_for(lambda: site.hub_counts()["transaction"] >= 1, 60, "first decisions at the hub")
+        await site.stop_broker()
+        down_at = time.time()
+        # a telemetry producer keeps writing while the link is down: 1200 readings into a 1000-event outbox,
+        # 100 every 0.5 s (the agent checks its bounds every 2 s, so the alarm can ring before the bound)
+        appended = refused = 0
+        for _ in range(12):
+            a, r = await asyncio.to_thread(site.inject_telemetry, 100)
+            appended, refused = appended + a, refused + r
+            await asyncio.sleep(0.5)
+        assert refused > 0 and appended + refused == 1200
+        # the age bound passes while the lanes go on deciding offline
+        await asyncio.sleep(max(0.0, AGE_BOUND_H * 3600 - 4))
+        await site.wait_for(
+            lambda: sum(1 for e in site.outbox_events("transaction") if e["payload"]["offline"]) >= 1,
+            40,
+            "an offline decision while the broker is down",
+        )
+        await site.wait_for(
+            lambda: any(e["payload"].get("shed") for e in site.outbox_events("telemetry")),
+            10,
+            "the age bound to shed telemetry",
+        )
+        decided_offline = {
+            e["payload"]["transaction_id"]
+            for e in site.outbox_events("transaction")
+            if e["payload"]["offline"] and _stamp(e) > down_at
+        }
+        await site.start_broker()
+        await site.drain()
+        site.assert_delivered_exactly_once()  # tombstones keep the seq: no gap, nothing twice
+
+        events = site.hub_events()
+        at_hub = {e["payload"]["transaction_id"] for e in events if e["type"] == "transaction"}
+        assert decided_offline and decided_offline <= at_hub, "a decision made offline never reached the hub"
+        telemetry = [e for e in events if e["type"] == "telemetry"]
+        shed = [e for e in telemetry if e["payload"].get("shed")]
+        assert len(telemetry) == appended and shed, (len(telemetry), appended, len(shed))
+        assert all("age bound" in e["payload"]["reason"] for e in shed)
+
+        alarms = [e["payload"] for e in events if e["type"] == "alarm"]
+        filling = [a for a in alarms if a.get("alarm") == "outbox_filling"]
+        assert filling and filling[0]["shed_capacity"] == 0 and filling[0]["shed_age"] == 0, (
+            "the alarm did not ring before anything was shed"
+        )
+        kinds = {k for (k,) in site.hub_rows("SELECT kind FROM alarms WHERE agent_id=?", (site.agent_id,))}
+        assert "outbox_filling" in kinds, kinds
+        # back under half the alarm ratio once drained: the alarm clears
+        await site.wait_for(
+            lambda: any(e["payload"].get("alarm") == "outbox_recovered" for e in site.hub_events()),
+            15,
+            "the outbox alarm to clear",
+        )
+        async with httpx.AsyncClient() as client:
+            body = (await client.get(f"http://127.0.0.1:{site.metrics_port}/metrics", timeout=5)).text
+        samples = {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(r'^efence_outbox_shed_total\{reason="(\w+)"\} (\S+)$', body, re.M)
+        }
+        assert samples == {"capacity": refused, "age": len(shed)}, samples
+        assert f"efence_outbox_max_age_seconds {AGE_BOUND_H * 3600}" in body
+        print(
+            f"shedding: {appended} telemetry kept, {refused} refused, {len(shed)} aged out, {len(at_hub)} decisions"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- hub kill -9
+async def test_hub_kill_9_during_traffic_loses_and_duplicates_nothing(tmp_path):
+    async with CheckpointSite(tmp_path, hub_process=True) as site:
+        site.start_traffic()
+        await site.wait_for(lambda: site.hub_counts()["transaction"] >= 2, 60, "first decisions at the hub")
+        await site.wait_for(lambda: site.outbox()[1] > 0, 10, "events in flight", poll_s=0.02)
+        site.kill_hub()
+        killed_at = time.time()
+        await site.wait_for(
+            lambda: any(
+                e["payload"]["offline"] and _stamp(e) > killed_at + NOTICE_S
+                for e in site.outbox_events("transaction")
+            ),
+            40,
+            "a decision while the hub is dead",
+        )
+        in_flight = site.outbox()[1]
+        await site.start_hub()
+        await site.drain()  # the restarted hub takes the broker's queued copies and the agent's re-sends
+        summary = site.assert_delivered_exactly_once()
+        offline = [e for e in site.hub_events() if e["type"] == "transaction" and e["payload"]["offline"]]
+        assert offline, "no decision made while the hub was dead reached it"
+        assert site.hub_kills == 1 and in_flight > 0
+        online = site.hub_rows("SELECT online FROM agents WHERE agent_id=?", (site.agent_id,))
+        assert online == [(1,)], "the restarted hub does not see the agent online"
+        print(f"hub kill -9: {summary}, {len(offline)} decided offline, {in_flight} waiting at restart")

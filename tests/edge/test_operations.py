@@ -34,14 +34,16 @@ def test_plain_logs_carry_a_utc_timestamp_level_and_part(capsys):
 
 
 class _FakeDriver:
-    def __init__(self, config, can_regather: bool):
+    def __init__(self, config, can_regather: bool, reason: str | None = None):
         self.config = config
         self.asked = 0
+        self.reason = reason
         if can_regather:
             self.regather = self._regather
 
-    async def _regather(self) -> None:
+    async def _regather(self) -> str | None:
         self.asked += 1
+        return self.reason
 
 
 async def test_an_officers_regather_reaches_the_drivers_that_can_read_again(tmp_path, caplog):
@@ -56,6 +58,9 @@ async def test_an_officers_regather_reaches_the_drivers_that_can_read_again(tmp_
     cp = zone.checkpoints[0]
     lane = cp.lanes[0]
     drivers = {d.id: _FakeDriver(d, can_regather=d.id == "eplate") for d in lane.devices}
+    drivers["weighbridge"] = _FakeDriver(
+        drivers["weighbridge"].config, can_regather=True, reason="toledo indicators stream on their own"
+    )
     outbox, records = Outbox(tmp_path / "o.sqlite", "z/c"), RecordCache(tmp_path / "r.sqlite", zone.id)
     try:
         runtime = LaneRuntime(
@@ -72,12 +77,15 @@ async def test_an_officers_regather_reaches_the_drivers_that_can_read_again(tmp_
         caplog.set_level(logging.INFO, "efence.lane")
         await runtime._execute_one(gc.Retrigger(device="rfid"))
         await runtime._execute_one(gc.Retrigger(device="plate_camera"))
+        await runtime._execute_one(gc.Retrigger(device="weighbridge"))
     finally:
         outbox.close()
         records.close()
     assert drivers["eplate"].asked == 1 and drivers["driver-card"].asked == 0
     assert "eplate asked to read again" in caplog.text
     assert "plate-cam reports on its own" in caplog.text
+    assert drivers["weighbridge"].asked == 1
+    assert "weighbridge not asked (toledo indicators stream on their own)" in caplog.text
 
 
 async def test_an_ack_never_drops_an_event_still_waiting_to_be_resent(tmp_path):
