@@ -5,8 +5,12 @@
   alone is not proof of storage (DESIGN.md).
 - Agents send decisions ahead of telemetry, so seqs arrive out of order; a gap is asked for
   (`ResendRequest`) only once it has persisted for `gap_grace_s`, repeated every
-  `resend_interval_s`, and after `resend_max_attempts` the hub records the loss, rings an
-  `event_gap` alarm and acks past it instead of stalling the agent's outbox forever.
+  `resend_interval_s`. Only an agent that is ONLINE and still has not filled the gap after
+  `resend_max_attempts` requests spread over at least `gap_abandon_after_s` loses it: the hub then
+  records the loss, rings an `event_gap` alarm and acks past it instead of stalling the outbox
+  forever. While the agent is offline (its last will / status says so) its gaps wait untouched —
+  the events are safe in its outbox — and when it comes back the clock starts again, since on
+  reconnecting it re-sends everything not yet acknowledged.
 - The hub announces itself with a retained `HubStatus` (new instance id, so agents re-publish their
   state) and a last will saying it is offline.
 - A malformed message is logged with its reason and counted in `metrics`; it never stops ingest.
@@ -68,6 +72,9 @@ class IngestConfig:
     gap_grace_s: float = 1.0
     resend_interval_s: float = 2.0
     resend_max_attempts: int = 5
+    # an online agent keeps a gap at least this long (and `resend_max_attempts` requests) before the hub
+    # gives up on it; counted from when the gap was seen or the agent last came back online
+    gap_abandon_after_s: float = 60.0
     keepalive: int = 30
     reconnect_max_s: float = 10.0
     tls_context: ssl.SSLContext | None = None  # from efence.mqtt_tls for mqtts:// URLs
@@ -102,7 +109,7 @@ def _decode_event(payload: bytes) -> EventEnvelope:
 
 @dataclass
 class _Gap:
-    first_seen: float
+    first_seen: float  # when the gap was seen, or its agent last came back online (the abandon clock)
     last_request: float = 0.0
     attempts: int = 0
 
@@ -130,6 +137,7 @@ class Ingest:
         self._client: aiomqtt.Client | None = None
         self._queue: asyncio.Queue[EventEnvelope] = asyncio.Queue(maxsize=50_000)
         self._gaps: dict[str, dict[tuple[int, int], _Gap]] = {}
+        self._offline: set[str] = set()  # agents whose latest status (or last will) says offline
         self._acks: dict[str, int] = {}  # latest ack per agent waiting to be published
         self._ack_wakeup = asyncio.Event()
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes waiting for a connection
@@ -260,6 +268,7 @@ class Ingest:
                     raise ContractError(f"agent_id: {status.agent_id} published on the topic of {agent_id}")
                 res = await self.store.acall(self.store.apply_status, status)
                 self.live.publish_all(res.live)
+                self._agent_presence(agent_id, status.online)
                 if status.online:  # tell a (re)connecting agent what is already stored
                     acked = await self.store.acall(self.store.contiguous_seq, agent_id)
                     await self._ack(agent_id, acked)
@@ -348,6 +357,19 @@ class Ingest:
             if self.config.ack_interval_s > 0:
                 await asyncio.sleep(self.config.ack_interval_s)  # what commits meanwhile goes in one round
 
+    def _agent_presence(self, agent_id: str, online: bool) -> None:
+        """Offline: its gaps wait (the events are in its outbox). Back online: each gap gets a fresh
+        grace and abandon clock, as the agent now re-sends everything unacknowledged by itself."""
+        if not online:
+            self._offline.add(agent_id)
+            return
+        came_back = agent_id in self._offline
+        self._offline.discard(agent_id)
+        if came_back:
+            now = time.monotonic()
+            for g in self._gaps.get(agent_id, {}).values():
+                g.first_seen, g.last_request, g.attempts = now, 0.0, 0
+
     def _track_gaps(self, agent_id: str, gaps: list[tuple[int, int]]) -> None:
         now = time.monotonic()
         old = self._gaps.get(agent_id, {})
@@ -365,10 +387,13 @@ class Ingest:
         c = self.config
         now = time.monotonic()
         for agent_id, gaps in list(self._gaps.items()):
+            if agent_id in self._offline:
+                continue  # nobody to ask; nothing is lost while its outbox holds the events
             for (lo, hi), g in list(gaps.items()):
                 if now - g.first_seen < c.gap_grace_s or now - g.last_request < c.resend_interval_s:
                     continue
-                if g.attempts >= c.resend_max_attempts:
+                # given up only when asked often enough AND for long enough; until then keep asking
+                if g.attempts >= c.resend_max_attempts and now - g.first_seen >= c.gap_abandon_after_s:
                     res = await self.store.acall(self.store.abandon_gap, agent_id, lo, hi)
                     self.metrics.counters["gaps_abandoned"] += 1
                     gaps.pop((lo, hi), None)
