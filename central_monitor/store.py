@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS alarms (
     ack_note TEXT, cleared_at TEXT);
 CREATE INDEX IF NOT EXISTS alarms_key ON alarms (dedupe_key);
 CREATE INDEX IF NOT EXISTS alarms_ringing ON alarms (acked_at);
+CREATE TABLE IF NOT EXISTS alarm_occurrences (
+    alarm_id INTEGER NOT NULL, occurrence TEXT NOT NULL, PRIMARY KEY (alarm_id, occurrence));
 CREATE TABLE IF NOT EXISTS records (
     zone TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, record TEXT NOT NULL,
     seq INTEGER NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
@@ -648,6 +650,7 @@ class SqliteStore:
                         message=f"Blacklisted vehicle {plate} at lane {env.lane}",
                         event_id=env.id,
                         details={"plate": plate, "transaction_id": tid},
+                        occurrence=f"tx/{tid}",
                         **scope,
                     )
                 )
@@ -669,6 +672,7 @@ class SqliteStore:
                             message=f"Empty-vehicle pass {pass_no}: {float(gross) - tare:.0f} kg over tare",
                             event_id=env.id,
                             details={"pass_no": pass_no, "gross_kg": gross, "tare_kg": tare},
+                            occurrence=f"tx/{tid}",
                             **scope,
                         )
                     )
@@ -1160,7 +1164,11 @@ class SqliteStore:
             )
             if ringing or in_cooldown:
                 # still ringing (even if its condition had cleared meanwhile: a flapping device is one
-                # alarm, active again) or just acknowledged: count it, do not ring twice
+                # alarm, active again) or just acknowledged: count it, do not ring twice — unless it is
+                # another report of an occurrence already counted (edge and hub both saw one decision)
+                if not self._new_occurrence(db, alarm_id, spec):
+                    db.execute("UPDATE alarms SET last_seen_at=? WHERE id=?", (iso(now), alarm_id))
+                    return None
                 db.execute(
                     "UPDATE alarms SET count=count+1, last_seen_at=?, "
                     "cleared_at=CASE WHEN acked_at IS NULL THEN NULL ELSE cleared_at END WHERE id=?",
@@ -1187,8 +1195,18 @@ class SqliteStore:
                 iso(now),
             ),
         )
+        self._new_occurrence(db, cur.lastrowid, spec)
         row = db.execute("SELECT * FROM alarms WHERE id=?", (cur.lastrowid,))
         return _alarm_public(_row(row, row.fetchone()))
+
+    @staticmethod
+    def _new_occurrence(db: sqlite3.Connection, alarm_id: int, spec: alarm_rules.AlarmSpec) -> bool:
+        """Note the spec's occurrence on the alarm; False when that occurrence was already counted."""
+        occ = spec.occurrence_key
+        if occ is None:
+            return True
+        cur = db.execute("INSERT OR IGNORE INTO alarm_occurrences VALUES (?,?)", (alarm_id, occ))
+        return cur.rowcount == 1
 
     def ack_alarm(
         self, alarm_id: int, user: str, note: str, now: datetime | None = None

@@ -350,3 +350,28 @@ def test_evidence_links_are_idempotent_per_transaction_and_image(store: SqliteSt
     store.ingest([tx_event("z/cp1", 1, "z/cp1/L1-1"), tx_event("z/cp1", 2, "z/cp1/L1-3")])
     counts = {t["transaction_id"]: t["evidence_count"] for t in store.list_transactions()}
     assert counts == {"z/cp1/L1-1": 1, "z/cp1/L1-3": 0}
+
+
+def test_one_gate_exception_reported_by_edge_and_hub_counts_once(store: SqliteStore, zone: str) -> None:
+    """The edge journals a `gate_exception` alarm for a refusal and the hub derives one from the decision:
+    one occurrence, count 1, whichever arrives first; other occurrences still count."""
+    agent = f"{zone}/cp1"
+
+    def edge_alarm(seq: int, tid: str) -> EventEnvelope:
+        return EventEnvelope.new(
+            agent_id=agent, seq=seq, type="alarm", lane="L1", correlation_id=tid,
+            payload={"alarm": "gate_exception", "severity": "critical", "detail": "REFUSE F1",
+                     "transaction_id": tid},
+        )  # fmt: skip
+
+    store.ingest([tx_event(agent, 1, "t1", verdict="REFUSE", reasons=["F1"]), edge_alarm(2, "t1")])
+    store.ingest([edge_alarm(3, "t2")])  # the edge's report first, the decision in a later batch
+    store.ingest([tx_event(agent, 4, "t2", verdict="HOLD_MANUAL", reasons=["M1"])])
+    store.ingest([edge_alarm(3, "t2")])  # a redelivered duplicate changes nothing either
+    gate = {a["subject"]: a["count"] for a in store.list_alarms() if a["kind"] == "gate_exception"}
+    assert gate == {f"{agent}/t1": 1, f"{agent}/t2": 1}
+    # repeated real occurrences on one still-ringing alarm are still counted
+    for seq in (5, 6):
+        store.ingest([event(agent, seq, "perimeter", kind="intrusion", segment="F-07")])
+    (intrusion,) = [a for a in store.list_alarms() if a["kind"] == "perimeter_intrusion"]
+    assert intrusion["count"] == 2
