@@ -58,6 +58,7 @@ class Hub:
         log_level: str = "warning",
         evidence_dir: str | Path | None = None,
         retention: RetentionConfig | None = None,
+        zones_dir: str | Path | None = None,
     ) -> None:
         self.store: HubStore = store if not isinstance(store, str | Path) else open_store(str(store))
         self.live = LiveBus()
@@ -83,6 +84,7 @@ class Hub:
             key_for=key_for or key_lookup(keys_dir),
             agent_silence_s=agent_silence_s,
             evidence_dir=Path(evidence_dir) if evidence_dir is not None else None,
+            **({"zones_dir": Path(zones_dir)} if zones_dir is not None else {}),
         )
         self._server = _QuietServer(
             uvicorn.Config(
