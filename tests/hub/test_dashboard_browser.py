@@ -4,6 +4,7 @@ and evidence images uploaded by the edge."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -239,7 +240,14 @@ async def test_map_draws_fence_segments_from_config_and_an_intrusion_turns_its_s
             await agent.send(event(agent.agent_id, 1, "perimeter", kind="intrusion", segment="n-02"))
             red = tile.locator('.seg[data-segment="n-02"]')
             await expect(red).to_have_attribute("data-state", "intrusion")
-            await expect(red).to_have_css("stroke", "rgb(255, 59, 59)")
+            # red (it pulses between the critical red and a lighter red; never the normal blue)
+            stroke = await red.evaluate("el => getComputedStyle(el).stroke")
+            r, g, b = (int(x) for x in re.findall(r"\d+", stroke)[:3])
+            assert r == 255 and g == b and g < 160, stroke
+            ok_stroke = await tile.locator('.seg[data-segment="s-01"]').evaluate(
+                "el => getComputedStyle(el).stroke"
+            )
+            assert ok_stroke == "rgb(59, 143, 208)", ok_stroke
             await expect(tile.locator('.seg[data-state="ok"]')).to_have_count(7)
             await expect(tile.locator(".seg-label")).to_contain_text("n-02")
             await expect(tile).to_have_class("zone alarm")
