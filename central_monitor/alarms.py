@@ -208,7 +208,13 @@ DEVICE_SCOPED = frozenset({"device_offline"})
 
 @dataclass
 class AlarmSpec:
-    """A candidate alarm. `subject` plus `kind` is the duplicate-suppression key."""
+    """A candidate alarm. `subject` plus `kind` is the duplicate-suppression key.
+
+    `occurrence` names the real-world happening the candidate reports (a transaction or correlation
+    id; by default the event id): the edge's own `gate_exception` event and the hub's rule for the
+    same decision are two reports of one occurrence and count once, while another occurrence on the
+    same still-ringing alarm still raises its count.
+    """
 
     kind: str
     subject: str
@@ -221,10 +227,16 @@ class AlarmSpec:
     device_id: str | None = None
     event_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    occurrence: str | None = None
 
     @property
     def dedupe_key(self) -> str:
         return f"{self.kind}|{self.subject}"
+
+    @property
+    def occurrence_key(self) -> str | None:
+        """What makes two candidates one occurrence (None: every candidate counts, e.g. status alarms)."""
+        return self.occurrence or self.event_id
 
     def resolved_severity(self) -> Severity:
         return self.severity or describe(self.kind).severity
@@ -251,6 +263,7 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
         subject = str(
             p.get("transaction_id") or env.correlation_id or p.get("device_id") or p.get("segment") or env.id
         )
+        tid = p.get("transaction_id") or env.correlation_id
         sev = p.get("severity")
         out.append(
             _scoped(
@@ -261,6 +274,7 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
                 severity=sev if sev in SEVERITY_RANK else None,
                 device_id=p.get("device_id"),
                 details={k: v for k, v in p.items() if k not in {"detail", "message"}},
+                occurrence=f"tx/{tid}" if tid else None,
             )
         )
     elif env.type == "perimeter":
@@ -313,6 +327,7 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
                     # a refusal is a warning; a hold is routine lane work the lane card already shows
                     severity="warning" if verdict == "REFUSE" else "info",
                     details={"transaction_id": tid, "verdict": verdict, "reasons": reasons},
+                    occurrence=f"tx/{tid}",
                 )
             )
             if "I4" in reasons:
@@ -323,6 +338,7 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
                         subject=f"{env.agent_id}/{tid}",
                         message=f"Seal problem on {p.get('plate') or 'vehicle'} (I4)",
                         details={"transaction_id": tid},
+                        occurrence=f"tx/{tid}",
                     )
                 )
     return out

@@ -37,11 +37,12 @@ from efence.contract import (
     sign_config_offer,
     verify_agent_http_auth,
 )
-from firmware_configs.loader import validate_text
+from firmware_configs.loader import ZONES_DIR, validate_text
 
 from .alarms import CATALOGUE
 from .auth import Role
 from .evidence import MAX_IMAGE_BYTES, NAME_RE, SHA256_RE, EvidenceFiles, EvidenceRejected, check_image
+from .geo import site_map
 from .ingest import Ingest
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
@@ -235,6 +236,7 @@ def create_app(
     agent_silence_s: float = 120.0,
     static_dir: Path = STATIC_DIR,
     evidence_dir: Path | None = None,
+    zones_dir: Path = ZONES_DIR,
 ) -> FastAPI:
     """The API over `store`. Without `ingest` (tests, read-only replicas) commands answer 503.
 
@@ -457,6 +459,11 @@ def create_app(
     @app.get("/api/transfers", tags=["monitoring"])
     async def transfers(user: Viewer) -> list[dict[str, Any]]:
         return await call(s.list_transfers)
+
+    @app.get("/api/map", tags=["monitoring"])
+    async def wall_map(user: Viewer) -> dict[str, Any]:
+        """Fence segments (lat/lon paths), checkpoints and lanes of each zone, from the firmware configs."""
+        return await asyncio.to_thread(site_map, zones_dir)
 
     @app.get("/api/metrics", tags=["monitoring"])
     async def metrics(user: Viewer) -> dict[str, Any]:

@@ -92,3 +92,10 @@ class EvidenceFiles:
         finally:
             os.close(dir_fd)
         return target
+
+
+def default_evidence_dir(store: object) -> Path | None:
+    """Where the API keeps images when not told: `<db name>-evidence/` beside a SQLite file; None for a
+    store without a file (PostgreSQL), which needs an explicit directory."""
+    path = getattr(store, "path", None)
+    return path.parent / f"{path.stem}-evidence" if isinstance(path, Path) else None

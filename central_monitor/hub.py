@@ -22,9 +22,11 @@ import uvicorn
 
 from .api import create_app
 from .auth import Role
+from .evidence import default_evidence_dir
 from .ingest import Ingest, IngestConfig
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
+from .retention import RetentionConfig, aprune
 from .store import HubStore, open_store
 
 log = logging.getLogger("efence.hub")
@@ -55,6 +57,8 @@ class Hub:
         agent_silence_s: float = 120.0,
         log_level: str = "warning",
         evidence_dir: str | Path | None = None,
+        retention: RetentionConfig | None = None,
+        zones_dir: str | Path | None = None,
     ) -> None:
         self.store: HubStore = store if not isinstance(store, str | Path) else open_store(str(store))
         self.live = LiveBus()
@@ -68,6 +72,11 @@ class Hub:
         self.ingest = Ingest(self.store, cfg, self.live)
         self.host, self.port = host, port
         self.transfer_check_s = transfer_check_s
+        self.retention = retention or RetentionConfig()
+        self.evidence_dir = (
+            Path(evidence_dir) if evidence_dir is not None else default_evidence_dir(self.store)
+        )
+        self.last_prune: dict[str, Any] | None = None
         self.app = create_app(
             self.store,
             ingest=self.ingest,
@@ -75,6 +84,7 @@ class Hub:
             key_for=key_for or key_lookup(keys_dir),
             agent_silence_s=agent_silence_s,
             evidence_dir=Path(evidence_dir) if evidence_dir is not None else None,
+            **({"zones_dir": Path(zones_dir)} if zones_dir is not None else {}),
         )
         self._server = _QuietServer(
             uvicorn.Config(
@@ -113,6 +123,8 @@ class Hub:
                 tg.create_task(self.ingest.run(), name="hub-ingest")
                 tg.create_task(self._serve(), name="hub-http")
                 tg.create_task(self._periodic(), name="hub-periodic")
+                if self.retention.interval_s > 0:
+                    tg.create_task(self._prune_loop(), name="hub-retention")
         finally:
             log.info("hub stopped")
 
@@ -141,6 +153,19 @@ class Hub:
                     self.live.publish({"type": "alarm", "data": alarm})
             except Exception:
                 log.exception("transfer check failed")
+
+    async def _prune_loop(self) -> None:
+        """Retention every `interval_s` (the first a minute after start, not during start-up's rush)."""
+        await asyncio.sleep(min(60.0, self.retention.interval_s))
+        while True:
+            try:
+                report = await aprune(self.store, self.retention, evidence_dir=self.evidence_dir)
+                self.last_prune = report.as_dict()
+                if report.total:
+                    log.info("retention pruned %s", {k: v for k, v in report.counts.items() if v})
+            except Exception:
+                log.exception("retention prune failed; retrying at the next interval")
+            await asyncio.sleep(self.retention.interval_s)
 
 
 async def run_hub(**kwargs: Any) -> None:

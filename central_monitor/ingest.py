@@ -5,8 +5,12 @@
   alone is not proof of storage (DESIGN.md).
 - Agents send decisions ahead of telemetry, so seqs arrive out of order; a gap is asked for
   (`ResendRequest`) only once it has persisted for `gap_grace_s`, repeated every
-  `resend_interval_s`, and after `resend_max_attempts` the hub records the loss, rings an
-  `event_gap` alarm and acks past it instead of stalling the agent's outbox forever.
+  `resend_interval_s`. Only an agent that is ONLINE and still has not filled the gap after
+  `resend_max_attempts` requests spread over at least `gap_abandon_after_s` loses it: the hub then
+  records the loss, rings an `event_gap` alarm and acks past it instead of stalling the outbox
+  forever. While the agent is offline (its last will / status says so) its gaps wait untouched —
+  the events are safe in its outbox — and when it comes back the clock starts again, since on
+  reconnecting it re-sends everything not yet acknowledged.
 - The hub announces itself with a retained `HubStatus` (new instance id, so agents re-publish their
   state) and a last will saying it is offline.
 - A malformed message is logged with its reason and counted in `metrics`; it never stops ingest.
@@ -69,6 +73,9 @@ class IngestConfig:
     gap_grace_s: float = 1.0
     resend_interval_s: float = 2.0
     resend_max_attempts: int = 5
+    # an online agent keeps a gap at least this long (and `resend_max_attempts` requests) before the hub
+    # gives up on it; counted from when the gap was seen or the agent last came back online
+    gap_abandon_after_s: float = 60.0
     keepalive: int = 30
     reconnect_max_s: float = 10.0
     tls_context: ssl.SSLContext | None = None  # from efence.mqtt_tls for mqtts:// URLs
@@ -101,9 +108,26 @@ def _decode_event(payload: bytes) -> EventEnvelope:
         return decode(EventEnvelope, payload)
 
 
+def _event_tap(ingest: Ingest) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming-message queue class (its public `queue_type` hook) with a fast lane: events go
+    straight to `ingest.take_event` from paho's callback instead of through the message iterator, which
+    costs a task and an `asyncio.wait` per message; status and command results take the normal path."""
+
+    class EventTap(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            topic = item.topic.value
+            if topic.endswith("/events"):
+                p = item.payload
+                ingest.take_event(topic, p if isinstance(p, bytes | bytearray) else str(p or "").encode())
+            else:
+                super().put_nowait(item)
+
+    return EventTap
+
+
 @dataclass
 class _Gap:
-    first_seen: float
+    first_seen: float  # when the gap was seen, or its agent last came back online (the abandon clock)
     last_request: float = 0.0
     attempts: int = 0
 
@@ -129,8 +153,12 @@ class Ingest:
         self.started_at = utcnow()
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
-        self._queue: asyncio.Queue[EventEnvelope] = asyncio.Queue(maxsize=50_000)
+        # decoded events waiting for the batcher: a plain list, filled from paho's callback (see _EventTap)
+        self._events: list[EventEnvelope] = []
+        self._events_ready = asyncio.Event()
+        self._agent_topics: dict[str, str] = {}  # events topic → agent id (parsed once per agent)
         self._gaps: dict[str, dict[tuple[int, int], _Gap]] = {}
+        self._offline: set[str] = set()  # agents whose latest status (or last will) says offline
         self._acks: dict[str, int] = {}  # latest ack per agent waiting to be published
         self._ack_wakeup = asyncio.Event()
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes waiting for a connection
@@ -148,6 +176,11 @@ class Ingest:
 
     def _status(self, online: bool) -> bytes:
         return HubStatus(online=online, instance_id=self.instance_id, started_at=self.started_at).to_bytes()
+
+    @property
+    def queued_events(self) -> int:
+        """Events received and decoded but not yet committed (the `efence_hub_ingest_queue` gauge)."""
+        return len(self._events)
 
     def _make_client(self) -> aiomqtt.Client:
         c = self.config
@@ -171,6 +204,7 @@ class Ingest:
             will=aiomqtt.Will(Topics.HUB_STATUS, self._status(False), qos=1, retain=True),
             max_inflight_messages=100,
             tls_context=c.tls_context,
+            queue_type=_event_tap(self),
             **kw,
         )
         client.pending_calls_threshold = 500  # acks go out 50 at a time by design; not worth a warning
@@ -247,14 +281,12 @@ class Ingest:
             self._reject("topic", f"unexpected topic {topic}")
             return
         agent_id = f"{zone}/{checkpoint}"
+        if leaf == "events":  # normally taken by _EventTap already; kept for completeness
+            self.take_event(topic, payload)
+            return
         self.metrics.counters[f"received_{leaf}"] += 1
         try:
-            if leaf == "events":
-                env = _decode_event(payload)
-                if env.agent_id != agent_id:
-                    raise ContractError(f"agent_id: {env.agent_id} published on the topic of {agent_id}")
-                await self._queue.put(env)
-            elif leaf == "status":
+            if leaf == "status":
                 if not payload:
                     return  # a cleared retained status
                 status = decode(AgentStatus, payload)
@@ -262,6 +294,7 @@ class Ingest:
                     raise ContractError(f"agent_id: {status.agent_id} published on the topic of {agent_id}")
                 res = await self.store.acall(self.store.apply_status, status)
                 self.live.publish_all(res.live)
+                self._agent_presence(agent_id, status.online)
                 if status.online:  # tell a (re)connecting agent what is already stored
                     acked = await self.store.acall(self.store.contiguous_seq, agent_id)
                     await self._ack(agent_id, acked)
@@ -284,29 +317,48 @@ class Ingest:
             self.metrics.counters["errors"] += 1
             log.exception("failed to handle %s: %s", topic, exc)
 
+    def take_event(self, topic: str, payload: bytes) -> None:
+        """Decode one event and hand it to the batcher — synchronously, in the MQTT client's callback.
+
+        The hot path of the hub: no per-event task, queue wake-up or timer (each cost as much as the
+        decoding); a malformed event is counted and logged, never raised into the MQTT client."""
+        agent_id = self._agent_topics.get(topic)
+        if agent_id is None:
+            try:
+                zone, checkpoint, _leaf = Topics.parse_agent_topic(topic)
+            except ValueError:
+                self._reject("topic", f"unexpected topic {topic}")
+                return
+            agent_id = f"{zone}/{checkpoint}"
+            if len(self._agent_topics) > 10_000:  # bounded: topics are per agent, but never trust a broker
+                self._agent_topics.clear()
+            self._agent_topics[topic] = agent_id
+        self.metrics.counters["received_events"] += 1
+        try:
+            env = _decode_event(payload)
+            if env.agent_id != agent_id:
+                raise ContractError(f"agent_id: {env.agent_id} published on the topic of {agent_id}")
+        except ContractError as exc:
+            self._reject("events", exc.reason)
+            return
+        self._events.append(env)
+        if len(self._events) == 1:
+            self._events_ready.set()
+
     # ----------------------------------------------------------------- batching, acks, gaps
     async def _batcher(self) -> None:
-        """Group commit: one commit takes everything that queued up during the previous one (≤ batch_max)
+        """Group commit: one commit takes everything that arrived during the previous one (≤ batch_max)
         plus what arrives within `batch_window_s`, so a quiet hub stores each event almost at once and a
         busy one amortises the fsync over hundreds."""
         c = self.config
         while True:
-            batch = [await self._queue.get()]
-            deadline = time.monotonic() + c.batch_window_s
-            while len(batch) < c.batch_max:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-                    # that races with an arriving event, and the hub would then never stop
-                    async with asyncio.timeout(timeout):
-                        batch.append(await self._queue.get())
-                except TimeoutError:
-                    break
+            if not self._events:
+                self._events_ready.clear()
+                await self._events_ready.wait()
+            if c.batch_window_s > 0 and len(self._events) < c.batch_max:
+                await asyncio.sleep(c.batch_window_s)  # linger for the rest of the burst
+            batch = self._events[: c.batch_max]
+            del self._events[: c.batch_max]
             await self._commit(batch)
 
     async def _commit(self, batch: list[EventEnvelope]) -> None:
@@ -358,6 +410,19 @@ class Ingest:
             if self.config.ack_interval_s > 0:
                 await asyncio.sleep(self.config.ack_interval_s)  # what commits meanwhile goes in one round
 
+    def _agent_presence(self, agent_id: str, online: bool) -> None:
+        """Offline: its gaps wait (the events are in its outbox). Back online: each gap gets a fresh
+        grace and abandon clock, as the agent now re-sends everything unacknowledged by itself."""
+        if not online:
+            self._offline.add(agent_id)
+            return
+        came_back = agent_id in self._offline
+        self._offline.discard(agent_id)
+        if came_back:
+            now = time.monotonic()
+            for g in self._gaps.get(agent_id, {}).values():
+                g.first_seen, g.last_request, g.attempts = now, 0.0, 0
+
     def _track_gaps(self, agent_id: str, gaps: list[tuple[int, int]]) -> None:
         now = time.monotonic()
         old = self._gaps.get(agent_id, {})
@@ -375,10 +440,13 @@ class Ingest:
         c = self.config
         now = time.monotonic()
         for agent_id, gaps in list(self._gaps.items()):
+            if agent_id in self._offline:
+                continue  # nobody to ask; nothing is lost while its outbox holds the events
             for (lo, hi), g in list(gaps.items()):
                 if now - g.first_seen < c.gap_grace_s or now - g.last_request < c.resend_interval_s:
                     continue
-                if g.attempts >= c.resend_max_attempts:
+                # given up only when asked often enough AND for long enough; until then keep asking
+                if g.attempts >= c.resend_max_attempts and now - g.first_seen >= c.gap_abandon_after_s:
                     res = await self.store.acall(self.store.abandon_gap, agent_id, lo, hi)
                     self.metrics.counters["gaps_abandoned"] += 1
                     gaps.pop((lo, hi), None)

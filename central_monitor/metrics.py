@@ -50,7 +50,7 @@ class _HubCollector:
             yield GaugeMetricFamily(
                 "efence_hub_ingest_queue",
                 "Events received, not yet committed.",
-                value=self.ingest._queue.qsize(),
+                value=self.ingest.queued_events,
             )
         health = self.store.health()
         yield GaugeMetricFamily(

@@ -491,6 +491,11 @@ class PgStore(SqliteStore):
             return True
         return super()._insert_event(db, env, received, incarnation)
 
+    def _advance_all(self, db: Any, agents: list[str], res: IngestResult) -> None:
+        """Through `_advance`, which already batches the heads under this transaction's agent locks."""
+        for agent_id in agents:
+            self._advance(db, agent_id, res)
+
     def _advance(self, db: Any, agent_id: str, res: IngestResult) -> None:
         """SqliteStore._advance for every agent of the transaction at once: one read, one write."""
         st = self._txs

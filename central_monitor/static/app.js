@@ -25,7 +25,7 @@ const TZ = "Asia/Shanghai";
 
 const state = {
   me: null, lanes: new Map(), agents: new Map(), alarms: new Map(), tx: new Map(), txOrder: [],
-  devices: [], kpis: null, sound: true, live: false, searching: false,
+  devices: [], kpis: null, sound: true, live: false, searching: false, geo: new Map(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -119,9 +119,109 @@ function renderAll() { renderMap(); renderLanes(); renderAlarms(); renderFeed();
 
 function zonesShown() {
   const ids = Object.keys(ZONES);
+  for (const z of state.geo.keys()) if (!ids.includes(z)) ids.push(z);
   for (const l of state.lanes.values()) if (!ids.includes(l.zone)) ids.push(l.zone);
   for (const a of state.agents.values()) if (!ids.includes(a.zone)) ids.push(a.zone);
   return ids;
+}
+
+// The wall map: each zone's fence drawn from the lat/lon paths of the firmware configs (/api/map),
+// projected here (no tile server: the monitoring room may be offline). A segment is red while a
+// perimeter intrusion on it rings, orange for a tamper, grey when no checkpoint of the zone is online
+// (nobody reads its sensors). Zones without geometry fall back to a schematic outline.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const MAP_W = 400, MAP_H = 260, MAP_PAD = { top: 40, right: 22, bottom: 18, left: 22 };
+function svgEl(tag, attrs = {}, parent = null) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (parent) parent.appendChild(el);
+  return el;
+}
+function svgTitle(el, text) { svgEl("title", {}, el).textContent = text; }
+function projector(points) {
+  // equirectangular around the zone's mean latitude: metres-true enough for a few kilometres
+  const lat0 = points.reduce((s, p) => s + p[0], 0) / points.length;
+  const k = Math.cos((lat0 * Math.PI) / 180);
+  const xs = points.map((p) => p[1] * k), ys = points.map((p) => -p[0]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const w = MAP_W - MAP_PAD.left - MAP_PAD.right, h = MAP_H - MAP_PAD.top - MAP_PAD.bottom;
+  const scale = Math.min(w / Math.max(x1 - x0, 1e-9), h / Math.max(y1 - y0, 1e-9));
+  const ox = MAP_PAD.left + (w - (x1 - x0) * scale) / 2, oy = MAP_PAD.top + (h - (y1 - y0) * scale) / 2;
+  return (p) => ({ x: ox + (p[1] * k - x0) * scale, y: oy + (-p[0] - y0) * scale });
+}
+function segmentAlarm(zone, seg, ringing) {
+  const hits = ringing.filter((a) => a.zone === zone && a.kind.startsWith("perimeter") &&
+    ((a.subject || "").endsWith(`/${seg.id}`) || (a.details && (a.details.segment === seg.id || a.details.segment_id === seg.id))));
+  if (hits.some((a) => a.kind === "perimeter_intrusion")) return "intrusion";
+  return hits.length ? "tamper" : null;
+}
+function drawCheckpoint(svg, p, agentId, cpName, lanes, inward) {
+  const a = state.agents.get(agentId);
+  const cls = !a ? "unknown" : a.online ? (a.stale ? "unknown" : "online") : "offline";
+  const g = svgEl("g", { class: "cp", "data-agent": agentId }, svg);
+  const node = svgEl("circle", { cx: p.x, cy: p.y, r: 9, class: `cp-node ${cls}` }, g);
+  svgTitle(node, `${(a && a.name) || cpName || agentId} · ${cls}`);
+  // lanes: a row of squares pointing into the zone, coloured by their last verdict
+  const len = Math.hypot(inward.x, inward.y) || 1;
+  const ux = inward.x / len, uy = inward.y / len;
+  lanes.forEach((l, j) => {
+    const cx = p.x + ux * (20 + j * 16), cy = p.y + uy * (20 + j * 16);
+    const r = svgEl("rect", { x: cx - 7, y: cy - 7, width: 14, height: 14, rx: 3, class: "lane-node",
+      "data-lane": `${l.agent_id}/${l.lane}`,
+      fill: l.agent_online === false ? "#5b6776" : (VERDICT[l.last_verdict] || { color: "#2a3a4d" }).color }, g);
+    svgTitle(r, `${l.name || l.lane} ${l.last_plate || ""} ${l.last_verdict || ""}`);
+  });
+  // the name outside the fence (above or below the node), kept inside the tile however long it is
+  const label = svgEl("text", { "text-anchor": "middle", class: "cp-label" }, g);
+  label.textContent = (a && a.name) || cpName || agentId.split("/")[1];
+  const half = (label.getComputedTextLength ? label.getComputedTextLength() : 60) / 2;
+  const above = uy > 0 || (Math.abs(uy) < 0.3 && p.y > MAP_PAD.top + 20);
+  label.setAttribute("x", Math.min(Math.max(p.x, half + 4), MAP_W - half - 4));
+  label.setAttribute("y", Math.min(Math.max(above ? p.y - 14 : p.y + 24, 14), MAP_H - 4));
+}
+function renderGeoZone(svg, zone, geo, checkpoints, lanes, ringing, anyOnline) {
+  const pts = geo.segments.flatMap((s) => s.path);
+  for (const c of geo.checkpoints) if (c.location) pts.push(c.location);
+  const proj = projector(pts);
+  const ring = geo.segments.flatMap((s) => s.path.map(proj));
+  const cx = ring.reduce((s, p) => s + p.x, 0) / ring.length, cy = ring.reduce((s, p) => s + p.y, 0) / ring.length;
+  svgEl("path", { d: "M" + ring.map((p) => `${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" L") + " Z", class: "fence-area" }, svg);
+  const labels = [];
+  for (const seg of geo.segments) {
+    const alarm = segmentAlarm(zone, seg, ringing);
+    const st = alarm || (anyOnline ? "ok" : "blind");
+    const line = svgEl("polyline", { points: seg.path.map(proj).map((p) => `${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" "),
+      class: `seg ${st}`, "data-segment": seg.id, "data-state": st }, svg);
+    svgTitle(line, `${seg.name} (${seg.id}) · ${Math.round(seg.length_m)} m · ${{ ok: "正常 normal", blind: "无监测 no checkpoint online", intrusion: "入侵 INTRUSION", tamper: "破坏 TAMPER" }[st]}`);
+    if (alarm) {
+      const mid = proj(seg.path[Math.floor(seg.path.length / 2)]);
+      labels.push([mid, `${seg.id} ${alarm === "intrusion" ? "入侵" : "破坏"}`]);
+    }
+  }
+  const known = new Set();
+  for (const c of geo.checkpoints) {
+    known.add(c.agent_id);
+    if (!c.location) continue;
+    const p = proj(c.location);
+    drawCheckpoint(svg, p, c.agent_id, c.name, lanes.filter((l) => l.agent_id === c.agent_id), { x: cx - p.x, y: cy - p.y });
+  }
+  // checkpoints reporting in but not in the config: spread along the fence so they are still seen
+  const extra = checkpoints.filter((id) => !known.has(id));
+  extra.forEach((id, i) => {
+    const p = ring[Math.floor((ring.length * (i + 0.5)) / extra.length)];
+    drawCheckpoint(svg, p, id, null, lanes.filter((l) => l.agent_id === id), { x: cx - p.x, y: cy - p.y });
+  });
+  for (const [p, text] of labels) {  // on top of everything: the one thing the room must not miss
+    svgEl("text", { x: p.x, y: p.y - 10, "text-anchor": "middle", class: "seg-label" }, svg).textContent = text;
+  }
+}
+function renderSchematicZone(svg, z, checkpoints, lanes) {
+  const path = svgEl("path", { d: z.fence || GENERIC_FENCE, class: "fence" }, svg);
+  const total = path.getTotalLength();
+  checkpoints.forEach((agentId, i) => {
+    const p = path.getPointAtLength((total * (i + 0.5)) / Math.max(1, checkpoints.length));
+    drawCheckpoint(svg, p, agentId, null, lanes.filter((l) => l.agent_id === agentId), { x: 200 - p.x, y: 130 - p.y });
+  });
 }
 
 function renderMap() {
@@ -130,7 +230,8 @@ function renderMap() {
   const perZone = (state.kpis && state.kpis.vehicles_per_hour_by_zone) || {};
   host.innerHTML = "";
   for (const zone of zonesShown()) {
-    const z = ZONES[zone] || { zh: zone, en: "", fence: GENERIC_FENCE };
+    const geo = state.geo.get(zone);
+    const z = ZONES[zone] || (geo ? { zh: geo.name_zh, en: geo.name } : { zh: zone, en: "", fence: GENERIC_FENCE });
     const agents = [...state.agents.values()].filter((a) => a.zone === zone);
     const lanes = [...state.lanes.values()].filter((l) => l.zone === zone);
     const checkpoints = [...new Set([...agents.map((a) => a.agent_id), ...lanes.map((l) => l.agent_id)])].sort();
@@ -139,56 +240,34 @@ function renderMap() {
     const div = document.createElement("div");
     div.className = "zone" + (fenceAlarm ? " alarm" : "");
     div.dataset.zone = zone;
-    const svgNS = "http://www.w3.org/2000/svg";
-    const svg = document.createElementNS(svgNS, "svg");
-    svg.setAttribute("viewBox", "0 0 400 260");
-    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
-    const path = document.createElementNS(svgNS, "path");
-    path.setAttribute("d", z.fence);
-    path.setAttribute("class", "fence");
-    svg.appendChild(path);
+    const svg = svgEl("svg", { viewBox: `0 0 ${MAP_W} ${MAP_H}`, preserveAspectRatio: "xMidYMid meet" });
     div.appendChild(svg);
     host.appendChild(div);
-    const total = path.getTotalLength();
-    checkpoints.forEach((agentId, i) => {
-      const p = path.getPointAtLength((total * (i + 0.5)) / Math.max(1, checkpoints.length));
-      const a = state.agents.get(agentId);
-      const cls = !a ? "unknown" : a.online ? (a.stale ? "unknown" : "online") : "offline";
-      const g = document.createElementNS(svgNS, "g");
-      const node = document.createElementNS(svgNS, "circle");
-      node.setAttribute("cx", p.x); node.setAttribute("cy", p.y); node.setAttribute("r", 9);
-      node.setAttribute("class", `cp-node ${cls}`);
-      g.appendChild(node);
-      const myLanes = lanes.filter((l) => l.agent_id === agentId);
-      const inward = p.x < 200 ? 1 : -1;
-      myLanes.forEach((l, j) => {
-        const r = document.createElementNS(svgNS, "rect");
-        const x = p.x + inward * (16 + j * 17) - (inward < 0 ? 14 : 0);
-        r.setAttribute("x", x); r.setAttribute("y", p.y - 7); r.setAttribute("width", 14); r.setAttribute("height", 14); r.setAttribute("rx", 3);
-        r.setAttribute("fill", l.agent_online === false ? "#5b6776" : (VERDICT[l.last_verdict] || { color: "#2a3a4d" }).color);
-        const t = document.createElementNS(svgNS, "title");
-        t.textContent = `${l.name || l.lane} ${l.last_plate || ""} ${l.last_verdict || ""}`;
-        r.appendChild(t);
-        g.appendChild(r);
-      });
-      const label = document.createElementNS(svgNS, "text");
-      label.setAttribute("x", p.x); label.setAttribute("y", p.y + (p.y > 130 ? 26 : -16));
-      label.setAttribute("text-anchor", "middle"); label.setAttribute("class", "cp-label");
-      label.textContent = (a && a.name) || agentId.split("/")[1];
-      g.appendChild(label);
-      svg.appendChild(g);
-    });
+    const online = agents.filter((a) => a.online).length;
+    if (geo && geo.segments.some((s) => s.path.length >= 2)) {
+      renderGeoZone(svg, zone, geo, checkpoints, lanes, ringing, online > 0);
+    } else {
+      renderSchematicZone(svg, z, checkpoints, lanes);
+    }
+    const shown = geo ? new Set([...geo.checkpoints.map((c) => c.agent_id), ...checkpoints]).size : checkpoints.length;
     const title = document.createElement("div");
     title.className = "zone-title";
     title.innerHTML = `${esc(z.zh)}<span class="en">${esc(z.en)}</span>`;
     div.appendChild(title);
-    const online = agents.filter((a) => a.online).length;
     const stats = document.createElement("div");
     stats.className = "zone-stats";
-    stats.innerHTML = `<b>${esc(perZone[zone] ?? 0)}</b> 辆/时<br>${online}/${checkpoints.length} 卡口在线` +
+    stats.innerHTML = `<b>${esc(perZone[zone] ?? 0)}</b> 辆/时<br>${online}/${shown} 卡口在线` +
       (zoneAlarms.length ? `<br><span style="color:var(--critical)">${zoneAlarms.length} 报警</span>` : "");
     div.appendChild(stats);
   }
+}
+async function loadMap() {
+  try {
+    const m = await api("/api/map");
+    state.geo = new Map(m.zones.map((z) => [z.id, z]));
+    if (m.issues.length) console.warn("zone configs not drawn:", m.issues);
+    renderMap();
+  } catch (e) { console.warn("map geometry unavailable; schematic outlines", e); }
 }
 
 function laneCard(l) {
@@ -508,6 +587,7 @@ async function main() {
   setInterval(() => loadAll().catch(console.warn), 60000);
   setInterval(renderLanes, 10000);
   await loadAll();
+  loadMap();
   connectLive();
 }
 main().catch((e) => console.error(e));

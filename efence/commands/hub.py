@@ -51,6 +51,14 @@ def run(
         str | None, typer.Option(help="MQTT client id (stable: the broker keeps our session).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    retention: Annotated[
+        Path | None,
+        typer.Option(
+            help="Retention config (YAML/JSON, docs/HUB.md#retention); default ages otherwise.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Run ingest, the HTTP API and the dashboard until Ctrl-C.
 
@@ -58,6 +66,7 @@ def run(
     """
     from central_monitor.hub import Hub
 
+    retention_cfg = _retention(retention)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hub = Hub(
         _store_url(db),
@@ -68,6 +77,7 @@ def run(
         shared_group=shared_group,
         client_id=client_id,
         log_level=log_level.lower(),
+        retention=retention_cfg,
     )
     out.print(f"hub on [bold]{hub.url}[/bold]  store {hub.store.url}  broker {broker}")
     with contextlib.suppress(KeyboardInterrupt):
@@ -294,3 +304,87 @@ def push_config(
     for e in state.get("errors") or []:
         err.print(e, markup=False, highlight=False)
     raise typer.Exit(0 if state["state"] in ("applied", "unchanged") else 1)
+
+
+def _retention(path: Path | None):  # noqa: ANN202 - RetentionConfig, imported lazily
+    """Load a retention config or exit 1 naming the field and what was expected."""
+    from pydantic import ValidationError
+
+    from central_monitor.retention import RetentionConfig
+
+    if path is None:
+        return RetentionConfig()
+    try:
+        return RetentionConfig.load(path)
+    except ValidationError as exc:
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e["loc"]) or "retention"
+            err.print(f"[red]{path}: {where}: {e['msg']}[/red]")
+        raise typer.Exit(1) from None
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]{path}: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def prune(
+    db: DbOption = "efence-hub.db",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Retention config (YAML/JSON); default ages otherwise.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be removed.")] = False,
+    evidence_dir: Annotated[
+        Path | None,
+        typer.Option(help="Evidence image directory (default: <db name>-evidence beside a SQLite file)."),
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who prunes (audit log).")] = os.environ.get("USER", "cli"),
+) -> None:
+    """Remove rows older than the retention ages, in small batches, with progress; audit-logged.
+
+    Never removes ringing alarms, open transfers, unacknowledged events, unresolved transactions or
+    their evidence, the audit log or the records log. Safe while the hub runs on the same store.
+
+    Example: `efence hub prune --db /var/lib/efence/hub.db --dry-run`
+    """
+    from central_monitor.evidence import default_evidence_dir
+    from central_monitor.retention import prune as run_prune
+    from central_monitor.store import PRUNE_RULES, open_store
+
+    cfg = _retention(config)
+    store = open_store(_store_url(db))
+    try:
+        with Progress(
+            TextColumn("{task.description:<13}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out,
+        ) as progress:
+            tasks = {r: progress.add_task(r, total=None) for r in PRUNE_RULES}
+
+            def step(rule: str, done: int, total: int) -> None:
+                progress.update(tasks[rule], total=total, completed=total if dry_run else done)
+
+            report = run_prune(
+                store,
+                cfg,
+                dry_run=dry_run,
+                evidence_dir=evidence_dir or default_evidence_dir(store),
+                progress=step,
+                actor=actor,
+            )
+    finally:
+        store.close()
+    verb = "would remove" if dry_run else "removed"
+    for rule, n in report.counts.items():
+        out.print(f"{rule:<13} {verb} {n:>9}   older than {report.cutoffs[rule][:19]}")
+    out.print(
+        f"{verb} {report.total} row(s)"
+        + ("" if dry_run else f", {report.files_deleted} image file(s); audit-logged as retention.prune")
+    )

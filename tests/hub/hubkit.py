@@ -131,6 +131,7 @@ async def running_hub(tmp_path: Path, **kw: Any) -> AsyncIterator[Hub]:
         gap_grace_s=kw.pop("gap_grace_s", 0.3),
         resend_interval_s=kw.pop("resend_interval_s", 0.5),
         resend_max_attempts=kw.pop("resend_max_attempts", 5),
+        gap_abandon_after_s=kw.pop("gap_abandon_after_s", 60.0),
     )
     hub = Hub(tmp_path / "hub.db", port=free_port(), ingest_config=cfg, **kw)
     task = asyncio.create_task(hub.run())

@@ -201,3 +201,32 @@ async def test_prometheus_metrics_need_a_token(
     body = (await app_client.get("/metrics", headers=await token(app_client, "viewer"))).text
     assert 'efence_hub_rows{table="events"} 1.0' in body
     assert "efence_hub_store_ok 1.0" in body
+
+
+async def test_map_serves_the_four_zones_geometry_from_the_firmware_configs(
+    app_client: httpx.AsyncClient,
+) -> None:
+    r = await app_client.get("/api/map", headers=await token(app_client, "viewer"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["issues"] == []
+    zones = {z["id"]: z for z in body["zones"]}
+    assert set(zones) == {"waigaoqiao-ftz", "waigaoqiao-park", "yangshan-port", "pudong-airport"}
+    for z in zones.values():
+        assert len(z["segments"]) == 8
+        ring = [p for s in z["segments"] for p in s["path"]]
+        assert all(len(s["path"]) >= 2 for s in z["segments"])
+        assert ring[0] == ring[-1]  # the segments close the perimeter
+        lats, lons = [p[0] for p in ring], [p[1] for p in ring]
+        assert min(lats) > 30.5 and max(lats) < 31.5 and min(lons) > 121.4 and max(lons) < 122.2  # Shanghai
+        for c in z["checkpoints"]:  # every gate is on (within ~150 m of) its zone's fence
+            lat, lon = c["location"]
+            assert min(abs(lat - a) + abs(lon - b) for a, b in _densify(ring)) < 0.0015, c["agent_id"]
+            assert c["lanes"]
+
+
+def _densify(ring: list[list[float]], step: int = 40) -> list[tuple[float, float]]:
+    out = []
+    for (a1, b1), (a2, b2) in zip(ring, ring[1:], strict=False):
+        out += [(a1 + (a2 - a1) * i / step, b1 + (b2 - b1) * i / step) for i in range(step)]
+    return out

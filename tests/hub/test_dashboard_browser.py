@@ -4,6 +4,7 @@ and evidence images uploaded by the edge."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from efence.contract import (
     utcnow,
     verify_command,
 )
+from firmware_configs.loader import ZONES_DIR
 from simulators.cameras import make_jpeg
 
 from .hubkit import agent_status, event, fake_agent, running_hub, tx_event, wait_for
@@ -182,6 +184,78 @@ async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path,
             )
             box = await full.bounding_box()
             assert box is not None and box["width"] > 600  # enlarged, far beyond the 96 px thumbnail
+            assert errors == []
+        finally:
+            await browser.close()
+
+
+async def test_map_draws_fence_segments_from_config_and_an_intrusion_turns_its_segment_red(
+    tmp_path: Path, zone: str
+) -> None:
+    """The wall map draws the zone's fence from the lat/lon paths of its firmware config, puts the
+    checkpoint and its lane where the config says, and an intrusion on one segment turns exactly that
+    segment red until it is acknowledged."""
+    assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
+    zones_dir = tmp_path / "zones"
+    zones_dir.mkdir()
+    text = (ZONES_DIR / "yangshan-port.yaml").read_text(encoding="utf-8")
+    (zones_dir / f"{zone}.yaml").write_text(text.replace("id: yangshan-port", f"id: {zone}", 1), "utf-8")
+    async with (
+        running_hub(tmp_path, zones_dir=zones_dir) as hub,
+        fake_agent(zone, "port-gate") as agent,
+        async_playwright() as pw,
+    ):
+        hub.create_user("wall", "wall-screen-1", "viewer")
+        await agent.status(agent_status(zone, "port-gate"))
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(hub.url + "/login.html")
+            await page.fill("#username", "wall")
+            await page.fill("#password", "wall-screen-1")
+            await page.click("#login-button")
+            tile = page.locator(f'.zone[data-zone="{zone}"]')
+            segs = tile.locator("polyline.seg")
+            await expect(segs).to_have_count(8)
+            await expect(tile.locator('.seg[data-state="ok"]')).to_have_count(8)  # its checkpoint is online
+            # drawn from the config's geometry, not a fixed outline: the segments differ in shape
+            boxes = [await segs.nth(i).bounding_box() for i in range(8)]
+            assert all(b and b["width"] + b["height"] > 20 for b in boxes)
+            assert len({(round(b["x"]), round(b["y"])) for b in boxes if b}) == 8
+            cp = tile.locator(f'g.cp[data-agent="{agent.agent_id}"] circle.cp-node.online')
+            await expect(cp).to_be_visible()
+            await expect(tile.locator(f'.lane-node[data-lane="{agent.agent_id}/L1"]')).to_be_visible()
+            await expect(
+                tile.locator(f'g.cp[data-agent="{zone}/bridge-gate"] .cp-node.unknown')
+            ).to_have_count(1)
+            # the configured port gate sits on the south fence (segment s-01 passes through its location)
+            s01 = await tile.locator('.seg[data-segment="s-01"]').bounding_box()
+            node = await cp.bounding_box()
+            assert s01 and node
+            assert s01["x"] - 10 <= node["x"] + node["width"] / 2 <= s01["x"] + s01["width"] + 10
+            assert s01["y"] - 10 <= node["y"] + node["height"] / 2 <= s01["y"] + s01["height"] + 10
+
+            await agent.send(event(agent.agent_id, 1, "perimeter", kind="intrusion", segment="n-02"))
+            red = tile.locator('.seg[data-segment="n-02"]')
+            await expect(red).to_have_attribute("data-state", "intrusion")
+            # red (it pulses between the critical red and a lighter red; never the normal blue)
+            stroke = await red.evaluate("el => getComputedStyle(el).stroke")
+            r, g, b = (int(x) for x in re.findall(r"\d+", stroke)[:3])
+            assert r == 255 and g == b and g < 160, stroke
+            ok_stroke = await tile.locator('.seg[data-segment="s-01"]').evaluate(
+                "el => getComputedStyle(el).stroke"
+            )
+            assert ok_stroke == "rgb(59, 143, 208)", ok_stroke
+            await expect(tile.locator('.seg[data-state="ok"]')).to_have_count(7)
+            await expect(tile.locator(".seg-label")).to_contain_text("n-02")
+            await expect(tile).to_have_class("zone alarm")
+            (alarm,) = [a for a in hub.store.list_alarms() if a["kind"] == "perimeter_intrusion"]
+            hub.store.ack_alarm(alarm["id"], "duty", "patrol at n-02")
+            hub.live.publish({"type": "alarm", "data": hub.store.list_alarms()[0]})
+            await expect(red).to_have_attribute("data-state", "ok")
+            await page.screenshot(path=str(tmp_path / "map.png"))
             assert errors == []
         finally:
             await browser.close()

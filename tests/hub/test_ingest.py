@@ -87,16 +87,63 @@ async def test_decisions_ahead_of_telemetry_do_not_trigger_resend_within_grace(
         assert hub.ingest.metrics.counters["resend_requests"] == 0
 
 
-async def test_gap_never_filled_is_abandoned_with_alarm(tmp_path: Path, zone: str) -> None:
+async def test_gap_an_online_agent_never_fills_is_abandoned_with_alarm_after_the_period(
+    tmp_path: Path, zone: str
+) -> None:
     async with (
-        running_hub(tmp_path, gap_grace_s=0.1, resend_interval_s=0.1, resend_max_attempts=2) as hub,
+        running_hub(
+            tmp_path, gap_grace_s=0.1, resend_interval_s=0.1, resend_max_attempts=2, gap_abandon_after_s=1.5
+        ) as hub,
         fake_agent(zone) as agent,
     ):
+        await agent.status(agent_status(zone))
         await agent.send(event(agent.agent_id, 1))
         await agent.send(event(agent.agent_id, 3))
-        ack = decode(HubAck, await agent.next_on("ack", where=acked(3), timeout=5))
+        started = asyncio.get_running_loop().time()
+        ack = decode(HubAck, await agent.next_on("ack", where=acked(3), timeout=8))
+        waited = asyncio.get_running_loop().time() - started
         assert ack.acked_seq == 3
+        # the attempts ran out after ~0.3 s, but the hub kept asking for the whole period
+        assert waited >= 1.4, waited
+        assert hub.ingest.metrics.counters["resend_requests"] >= 5
         assert [a["kind"] for a in hub.store.list_alarms()] == ["event_gap"]
+
+
+async def test_gap_of_an_offline_agent_waits_for_it_and_is_filled_without_alarm(
+    tmp_path: Path, zone: str
+) -> None:
+    """The agent drops off (its last will) with seq 2 still in its outbox, stays away far longer than the
+    whole resend schedule, comes back and re-sends: nothing lost, no false `event_gap`."""
+    async with (
+        running_hub(
+            tmp_path, gap_grace_s=0.1, resend_interval_s=0.1, resend_max_attempts=2, gap_abandon_after_s=1.0
+        ) as hub,
+        fake_agent(zone) as agent,
+    ):
+        await agent.status(agent_status(zone))
+        await agent.send(event(agent.agent_id, 1))
+        await agent.send(event(agent.agent_id, 3))
+        await agent.next_on("ack", where=acked(1))
+        await agent.status(agent_status(zone, online=False))  # what its last will carries
+        await wait_for(lambda: any(a["kind"] == "agent_offline" for a in hub.store.list_alarms()))
+        await asyncio.sleep(2.5)  # > grace + attempts × interval and > gap_abandon_after_s
+        assert hub.ingest.metrics.counters["gaps_abandoned"] == 0
+        assert hub.store.contiguous_seq(agent.agent_id) == 1
+        requests_while_away = hub.ingest.metrics.counters["resend_requests"]
+        await asyncio.sleep(0.5)
+        assert hub.ingest.metrics.counters["resend_requests"] == requests_while_away  # nobody to ask
+        while not agent.inbox.empty():  # forget what was asked before it dropped off
+            agent.inbox.get_nowait()
+        await agent.status(agent_status(zone))  # back online
+        req = decode(ResendRequest, await agent.next_on("resend", timeout=5))
+        assert (req.from_seq, req.to_seq) == (2, 2)
+        await agent.send(event(agent.agent_id, 2))
+        ack = decode(HubAck, await agent.next_on("ack", where=acked(3)))
+        assert ack.acked_seq == 3
+        await asyncio.sleep(1.2)  # past the abandon period again: the filled gap must stay quiet
+        assert [a["kind"] for a in hub.store.list_alarms()] == ["agent_offline"]
+        assert hub.ingest.metrics.counters["gaps_abandoned"] == 0
+        assert hub.store.health()["counts"]["events"] == 3
 
 
 async def test_malformed_messages_are_counted_and_ingest_goes_on(tmp_path: Path, zone: str) -> None:

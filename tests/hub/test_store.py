@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from central_monitor.alarms import AlarmSpec
+from central_monitor.evidence import EvidenceFiles
 from central_monitor.records import ImportRejected
+from central_monitor.retention import RetentionConfig, prune
 from central_monitor.store import SqliteStore
+from central_monitor.timeutil import iso
 from efence.contract import EventEnvelope, RecordKind, utcnow
 
 from .hubkit import agent_status, event, tx_event
@@ -350,3 +356,111 @@ def test_evidence_links_are_idempotent_per_transaction_and_image(store: SqliteSt
     store.ingest([tx_event("z/cp1", 1, "z/cp1/L1-1"), tx_event("z/cp1", 2, "z/cp1/L1-3")])
     counts = {t["transaction_id"]: t["evidence_count"] for t in store.list_transactions()}
     assert counts == {"z/cp1/L1-1": 1, "z/cp1/L1-3": 0}
+
+
+def test_one_gate_exception_reported_by_edge_and_hub_counts_once(store: SqliteStore, zone: str) -> None:
+    """The edge journals a `gate_exception` alarm for a refusal and the hub derives one from the decision:
+    one occurrence, count 1, whichever arrives first; other occurrences still count."""
+    agent = f"{zone}/cp1"
+
+    def edge_alarm(seq: int, tid: str) -> EventEnvelope:
+        return EventEnvelope.new(
+            agent_id=agent, seq=seq, type="alarm", lane="L1", correlation_id=tid,
+            payload={"alarm": "gate_exception", "severity": "critical", "detail": "REFUSE F1",
+                     "transaction_id": tid},
+        )  # fmt: skip
+
+    store.ingest([tx_event(agent, 1, "t1", verdict="REFUSE", reasons=["F1"]), edge_alarm(2, "t1")])
+    store.ingest([edge_alarm(3, "t2")])  # the edge's report first, the decision in a later batch
+    store.ingest([tx_event(agent, 4, "t2", verdict="HOLD_MANUAL", reasons=["M1"])])
+    store.ingest([edge_alarm(3, "t2")])  # a redelivered duplicate changes nothing either
+    gate = {a["subject"]: a["count"] for a in store.list_alarms() if a["kind"] == "gate_exception"}
+    assert gate == {f"{agent}/t1": 1, f"{agent}/t2": 1}
+    # repeated real occurrences on one still-ringing alarm are still counted
+    for seq in (5, 6):
+        store.ingest([event(agent, seq, "perimeter", kind="intrusion", segment="F-07")])
+    (intrusion,) = [a for a in store.list_alarms() if a["kind"] == "perimeter_intrusion"]
+    assert intrusion["count"] == 2
+
+
+# ------------------------------------------------------------------ retention
+def test_retention_prunes_old_rows_but_never_what_is_still_open(
+    store: SqliteStore, zone: str, tmp_path: Path
+) -> None:
+    """100-day-old history: closed things go, ringing alarms, unresolved transactions and their images,
+    open transfers and events not yet acknowledged stay; a dry run changes nothing; one audit entry."""
+    now = utcnow()
+    old = now - timedelta(days=100)
+    agent = f"{zone}/cp1"
+    files = EvidenceFiles(tmp_path / "evidence")
+    store.ingest(
+        [
+            event(agent, 1, "telemetry", temp=20),
+            event(agent, 2, "lane_state", state="idle"),
+            tx_event(agent, 3, "t1", verdict="REFUSE", reasons=["F1"]),
+            event(agent, 4, "transaction_closed", transaction_id="t1", outcome="closed", at=iso(old)),
+            tx_event(agent, 5, "t2", verdict="HOLD_MANUAL", reasons=["M1"]),  # held, never resolved
+            event(agent, 7, "telemetry", temp=21),  # above the gap at 6: not acknowledged yet
+        ],
+        now=old,
+    )
+    store.ingest([event(agent, 8, "telemetry", temp=22)], now=now)  # recent
+    shas = {}
+    for tid in ("t1", "t2"):
+        body = f"image of {tid}".encode()
+        shas[tid] = hashlib.sha256(body).hexdigest()
+        files.put(shas[tid], "image/jpeg", body)
+        store.add_evidence(tid, agent, f"{tid}.jpg", shas[tid], "image/jpeg", len(body), now=old)
+    alarms = {a["subject"]: a for a in store.list_alarms() if a["kind"] == "gate_exception"}
+    store.ack_alarm(alarms[f"{agent}/t1"]["id"], "op1", "seen", now=old + timedelta(hours=1))
+    with store._tx() as db:
+        db.execute(
+            "INSERT INTO transfers VALUES (?,?,?,?,?,?,?,?,?,?)",
+            ("P-ARRIVED", "沪A1", zone, "cp1", "z2", iso(old), iso(old), iso(old), "in", "arrived"),
+        )
+        db.execute(
+            "INSERT INTO transfers VALUES (?,?,?,?,?,?,?,NULL,NULL,?)",
+            ("P-OPEN", "沪A2", zone, "cp1", "z2", iso(old), iso(old), "overdue"),
+        )
+    cfg = RetentionConfig(
+        telemetry_days=7, events_days=30, transactions_days=90, evidence_days=90, alarms_days=30
+    )
+    before = store.health()["counts"]
+
+    dry = prune(store, cfg, now=now, dry_run=True, evidence_dir=files.root)
+    assert store.health()["counts"] == before and len(store.list_audit()) == 1  # the alarm ack
+    steps: list[tuple[str, int, int]] = []
+    report = prune(
+        store, cfg, now=now, evidence_dir=files.root, progress=lambda *a: steps.append(a), actor="ops1"
+    )
+    assert report.counts == dry.counts
+    expected = {"telemetry": 2, "events": 3, "evidence": 1, "transactions": 1, "transfers": 1, "alarms": 1}
+    assert {k: v for k, v in report.counts.items() if v} == expected
+    assert ("events", 3, 3) in steps
+
+    seqs = sorted(e["seq"] for e in store._all("SELECT seq FROM events WHERE agent_id=?", (agent,)))
+    assert seqs == [7, 8]  # seq 7 waits for the hole at 6; 8 is recent
+    assert [t["transaction_id"] for t in store.list_transactions()] == ["t2"]
+    assert [e["transaction_id"] for e in store.list_evidence("t2")] == ["t2"] and not store.list_evidence(
+        "t1"
+    )
+    assert not files.path(shas["t1"], "image/jpeg").exists() and files.path(shas["t2"], "image/jpeg").exists()
+    assert report.files_deleted == 1
+    left = {a["subject"]: a["ringing"] for a in store.list_alarms()}
+    assert left == {f"{agent}/t2": True}  # the ringing one stays, however old
+    assert [t["pass_no"] for t in store.list_transfers()] == ["P-OPEN"]
+    entry = store.list_audit()[0]
+    assert (entry["actor"], entry["action"]) == ("ops1", "retention.prune")
+    assert len(store.list_audit()) == 2
+    assert store.verify_audit() == []
+    again = prune(store, cfg, now=now)
+    assert again.total == 0 and len(store.list_audit()) == 2  # an empty prune is not audited
+
+
+def test_retention_config_refuses_evidence_below_domain_minimum() -> None:
+    with pytest.raises(ValidationError, match="evidence_days"):
+        RetentionConfig(evidence_days=30)
+    with pytest.raises(ValidationError, match="must not exceed transactions_days"):
+        RetentionConfig(evidence_days=400, transactions_days=200)
+    with pytest.raises(ValidationError, match="telemetry_dayz"):
+        RetentionConfig.model_validate({"telemetry_dayz": 3})
