@@ -120,7 +120,7 @@ async def test_beam_break_alarms_on_its_segment_chatter_does_not_tamper_alarms(t
         await io.stop()
 
 
-async def test_io_module_killed_is_device_offline_and_back_is_up(tmp_path, mosquitto_url):
+async def test_io_module_silent_or_killed_is_device_offline_and_back_is_up(tmp_path, mosquitto_url):
     io = FenceIoSimulator(unit=1)
     port = await io.start(LOCAL, 0)
     fence = [{"id": "s-01", "name": "North 1", "length_m": 100, "sensors": [_beam("beam-1", port, 0)]}]
@@ -128,23 +128,38 @@ async def test_io_module_killed_is_device_offline_and_back_is_up(tmp_path, mosqu
         async with VisionSite(tmp_path, mosquitto_url, fence=fence) as site:
             state = site.agent.fence_sensors.states["beam-1"]
             await site.wait_for(lambda: state.health.observed == "up", 15, "beam-1 up")
-            await io.stop()  # the module is gone: refused connections from now on
+            io.silent = True  # first it hangs: every request times out
+            await site.wait_for(lambda: _offline(site, "beam-1"), 20, "device_offline for a silent module")
+            io.silent = False
+            await site.wait_for(lambda: state.health.observed == "up", 20, "beam-1 answering again")
+            await site.wait_for(
+                lambda: site.rows("SELECT 1 FROM alarms WHERE device_id='beam-1' AND cleared_at IS NOT NULL"),
+                20,
+                "the first device_offline cleared",
+            )
+            await io.stop()  # then the module is gone: refused connections from now on
+            await site.wait_for(lambda: state.health.observed == "down", 20, "beam-1 down again")
             offline = await site.wait_for(
-                lambda: _offline(site, "beam-1"), 20, "a device_offline alarm for the beam"
+                lambda: [
+                    a
+                    for a in _offline(site, "beam-1")
+                    if sum(x["count"] for x in _offline(site, "beam-1")) == 2
+                ],
+                20,
+                "a second device_offline occurrence for the beam",
             )
             assert offline[0]["subject"] == f"{AGENT}/beam-1"
             assert offline[0]["details"]["segment"] == "s-01"
             assert offline[0]["details"]["endpoint"] == f"modbus://{LOCAL}:{port}/1/0"
-            assert state.health.observed == "down"
-            await asyncio.sleep(2.0)  # still down: one alarm, not one per failed reconnect
-            assert len(_offline(site, "beam-1")) == 1 and offline[0]["count"] == 1
+            await asyncio.sleep(2.0)  # still down: one report per outage, not one per failed reconnect
+            assert sum(a["count"] for a in _offline(site, "beam-1")) == 2
             assert site.alarms("perimeter_intrusion") == []  # a dead module is not an intrusion
             await io.start(LOCAL, port)
             await site.wait_for(lambda: state.health.observed == "up", 20, "beam-1 back up")
             cleared = await site.wait_for(
                 lambda: site.rows(
                     "SELECT cleared_at FROM alarms WHERE kind='device_offline' AND device_id='beam-1' "
-                    "AND cleared_at IS NOT NULL"
+                    "AND cleared_at IS NOT NULL AND count = 2"
                 ),
                 20,
                 "the device_offline alarm cleared at the hub",
