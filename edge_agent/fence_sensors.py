@@ -170,7 +170,9 @@ class FenceSensorWatch:
         assert tracker is not None
         edge = tracker.update(bit, now)
         if edge == "raised":
-            self._raise(state, which, detail=f"{_words(state.sensor)} contact opened")
+            self._raise(
+                state, which, detail=f"{'alarm' if which == 'intrusion' else 'tamper'} contact tripped"
+            )
         elif edge == "cleared":
             self._clear(state, which)
 
