@@ -21,6 +21,7 @@ from edge_agent.device_receiver import DeviceReceiver
 from edge_agent.drivers.base import Driver
 from edge_agent.drivers.registry import create_driver
 from edge_agent.evidence_upload import EvidenceUploader
+from edge_agent.fence_sensors import FenceSensorWatch
 from edge_agent.lane_runtime import LaneRuntime
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox, OutboxAlarm, OutboxStats
@@ -166,6 +167,19 @@ class EdgeAgent:
             )
             for segment, camera in self.zone.fence_cameras_of(self.checkpoint.id)
         ]
+        # fence sensors whose `checkpoint` names this one; an alarm pops up the segment's watched camera
+        watched = {}
+        for watch in self.perimeter:
+            watched.setdefault(watch.segment.id, watch)
+        self.fence_sensors = FenceSensorWatch(
+            self.agent_id,
+            self.zone.fence_sensors_of(self.checkpoint.id),
+            self.outbox,
+            self.data_dir / "evidence",
+            cameras=watched,
+            on_evidence=self.evidence_uploader.notify,
+            on_event=self.uplink.nudge,
+        )
 
     def _count_decision(self, lane_id: str):
         def count(verdict: str, seconds: float) -> None:
@@ -219,6 +233,7 @@ class EdgeAgent:
                     tg.create_task(lane.run(), name=f"lane {lane_id}")
                 for watch in self.perimeter:
                     tg.create_task(watch.run(), name=f"perimeter {watch.camera.id}")
+                tg.create_task(self.fence_sensors.run(), name="fence sensors")
         finally:
             if metrics_server is not None:  # an in-process agent (demo, tests) gives its port back
                 metrics_server.shutdown()
@@ -237,6 +252,7 @@ class EdgeAgent:
                 driver.stopping = True
             for watch in self.perimeter:
                 watch.stopping = True
+            self.fence_sensors.stopping = True
 
     def _install_epoch(self) -> None:
         """Start a random-draw epoch: the key stays on disk, only its commitment is published now."""
@@ -325,6 +341,10 @@ class EdgeAgent:
             for watch in self.perimeter:  # fence cameras are not in a lane: labelled "perimeter"
                 m.device_up.labels("perimeter", watch.camera.id).set(
                     {"up": 1, "down": 0}.get(watch.health.observed, -1)
+                )
+            for state in self.fence_sensors.states.values():
+                m.device_up.labels("perimeter", state.sensor.id).set(
+                    {"up": 1, "down": 0}.get(state.health.observed, -1)
                 )
             await self._check_outbox_bounds(stats)
             await asyncio.sleep(2.0)

@@ -34,6 +34,7 @@ from firmware_configs.devices import (
 from firmware_configs.loader import load_zones
 from firmware_configs.schema import Checkpoint, Lane, Zone
 from simulators.cameras import ContainerCameraSimulator, PlateCameraSimulator
+from simulators.fence import FenceIoSimulator, scripted_intrusions
 from simulators.io_board import IoBoardSimulator
 from simulators.led_board import LedBoardSimulator
 from simulators.rfid import RfidSimulator
@@ -64,6 +65,8 @@ class DemoSettings:
     admin_password: str | None = None
     fresh: bool = True
     perimeter: bool = True  # one synthetic fence camera per zone, watched by its first checkpoint
+    fence_sensors: bool = True  # one beam sensor per zone on a simulated IO module, broken now and then
+    fence_intrusion_every_s: float = 180.0  # mean time between two scripted beam breaks (all zones)
 
 
 @dataclass
@@ -126,10 +129,12 @@ def localize(
     broker_url: str,
     hub_url: str,
     perimeter_url: str | None = None,
+    fence_io: tuple[int, int] | None = None,
 ) -> tuple[Zone, dict[str, int]]:
     """The zone config with every device endpoint pointed at its simulator and every agent at the demo hub.
 
-    With `perimeter_url`, the zone's first fence camera reads that synthetic camera and is watched by the
+    With `fence_io`, the zone's first Modbus beam sensor reads that input of the demo's fence IO module
+    and is read by the zone's first checkpoint. With `perimeter_url`, the zone's first fence camera reads that synthetic camera and is watched by the
     zone's first checkpoint (2 fps snapshots: a few ms of CPU per frame, one analysis thread per agent).
     """
     data = zone.model_dump(mode="json")
@@ -144,6 +149,13 @@ def localize(
             warmup_frames=10,
             zone_polygon=[],
             mask=[],
+        )
+    beams = [sensor for seg in data["fence"]["segments"] for sensor in seg["sensors"]]
+    beams = [b for b in beams if b["endpoint"].startswith("modbus://")]
+    if fence_io and beams:  # (simulator port, its input for this zone): the zone's first beam sensor
+        beams[0].update(
+            endpoint=f"modbus://{LOCAL}:{fence_io[0]}/1/{fence_io[1]}",
+            checkpoint=data["checkpoints"][0]["id"],
         )
     receiver_ports: dict[str, int] = {}
     for cp in data["checkpoints"]:
@@ -280,10 +292,21 @@ async def run_demo(settings: DemoSettings, on_ready: Callable[[DemoInfo], None] 
                     rig = await start_lane_rig(zone, cp, lane, seed=settings.seed * 1000 + i * 100 + j)
                     rigs[rig.key] = rig
         fence_urls = await start_fence_cameras(zones, stack) if settings.perimeter else {}
+        fence_io = None
+        if settings.fence_sensors:  # one IO module carries every zone's beam contact (input 2 × zone)
+            fence_io = FenceIoSimulator(unit=1, inputs=2 * len(zones))
+            fence_port = await fence_io.start(LOCAL, 0)
+            stack.push_async_callback(fence_io.stop)
         agents: list[EdgeAgent] = []
-        for zone in zones:
+        for i, zone in enumerate(zones):
             local_zone, receiver_ports = localize(
-                zone, rigs, data_dir, broker_url, hub_url, fence_urls.get(zone.id)
+                zone,
+                rigs,
+                data_dir,
+                broker_url,
+                hub_url,
+                fence_urls.get(zone.id),
+                (fence_port, 2 * i) if fence_io else None,
             )
             for cp in local_zone.checkpoints:
                 agents.append(
@@ -316,6 +339,18 @@ async def run_demo(settings: DemoSettings, on_ready: Callable[[DemoInfo], None] 
                     tg.create_task(
                         feed_traffic(rig, generators[rig.zone.id], hub, settings),
                         name=f"traffic {rig.key}",
+                    )
+                if fence_io is not None:
+                    tg.create_task(
+                        scripted_intrusions(
+                            fence_io,
+                            [2 * i for i in range(len(zones))],
+                            None,
+                            [],
+                            every_s=settings.fence_intrusion_every_s,
+                            seed=settings.seed,
+                        ),
+                        name="fence intrusions",
                     )
                 if on_ready:
                     on_ready(info)

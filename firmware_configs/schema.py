@@ -4,6 +4,8 @@ One YAML file per zone (`firmware_configs/zones/<zone-id>.yaml`). Secrets (comma
 passwords) are never written here: the config names a file or environment variable that holds them.
 """
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, model_validator
@@ -171,19 +173,127 @@ class Checkpoint(ConfigModel):
         return self
 
 
+@dataclass(frozen=True)
+class SensorEndpoint:
+    """A parsed `FenceSensor.endpoint`: `kind` is `modbus`, `socket` or `mqtt` (then `topic` is set)."""
+
+    kind: Literal["modbus", "socket", "mqtt"]
+    host: str = ""
+    port: int = 0
+    unit: int = 0
+    input: int = 0
+    topic: str = ""
+
+
+_MODBUS_ENDPOINT = re.compile(r"^modbus://([^:/\s]+):(\d{1,5})/(\d{1,3})/(\d{1,5})$")
+_SOCKET_ENDPOINT = re.compile(r"^socket://([^:/\s]+):(\d{1,5})/?$")
+
+
+def parse_sensor_endpoint(endpoint: str) -> SensorEndpoint:
+    """Parse `modbus://host:port/unit/input`, `socket://host:port` or an MQTT topic; ValueError says
+    which form was expected."""
+    if endpoint.startswith("modbus://"):
+        m = _MODBUS_ENDPOINT.match(endpoint)
+        if not m:
+            raise ValueError(f"endpoint {endpoint!r}: expected modbus://host:port/unit/input")
+        host, port, unit, di = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if not (0 < port < 65536 and 0 < unit < 248):
+            raise ValueError(f"endpoint {endpoint!r}: port 1..65535 and Modbus unit 1..247 expected")
+        return SensorEndpoint("modbus", host, port, unit, di)
+    if endpoint.startswith("socket://"):
+        m = _SOCKET_ENDPOINT.match(endpoint)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ValueError(f"endpoint {endpoint!r}: expected socket://host:port")
+        return SensorEndpoint("socket", m.group(1), int(m.group(2)))
+    if "://" in endpoint or not endpoint or any(c in endpoint for c in "+# "):
+        raise ValueError(
+            f"endpoint {endpoint!r}: expected socket://host:port, modbus://host:port/unit/input or an MQTT "
+            "topic (no wildcards)"
+        )
+    return SensorEndpoint("mqtt", topic=endpoint)
+
+
 class FenceSensor(ConfigModel):
-    """An electronic sensor watching a fence segment."""
+    """An electronic sensor watching a fence segment (docs/DEVICES.md, "Fence sensors")."""
 
     id: Slug = Field(description="Sensor id, unique within the zone.")
     type: Literal["vibration_fibre", "vibration_cable", "ir_beam", "microwave"] = Field(
         description="Sensing principle: vibration-sensing fibre (locates to 3–5 m), vibration cable, infrared beams, microwave."
     )
     endpoint: str = Field(
-        description="Where its controller reports: `socket://host:port`, `modbus://host:port/unit/input`, or an MQTT topic."
+        description="Where its controller reports: `socket://host:port` (the fence line protocol, with "
+        "location), `modbus://host:port/unit/input` (the controller's alarm relay wired to discrete input "
+        "`input` of a Modbus/TCP IO module), or an MQTT topic (not read by an edge agent)."
     )
     locate_resolution_m: float | None = Field(
         None, gt=0, description="Fibre/cable: how precisely an event is located."
     )
+    checkpoint: Slug | None = Field(
+        None,
+        description="Id of the checkpoint whose edge agent reads this sensor (it must reach the endpoint "
+        "and it sends the alarms); empty: no edge agent reads it.",
+    )
+    controller_zone: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="socket: the controller's own zone/channel id for this sensor in the line protocol's "
+        "`zone` field; empty: the sensor id.",
+    )
+    normally_closed: bool = Field(
+        True,
+        description="modbus: the alarm (and tamper) contact is closed (input reads 1) while all is well and "
+        "opens on alarm, so a cut wire is an alarm too; false: normally open (input reads 1 on alarm).",
+    )
+    tamper_input: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="modbus: discrete input (same IO module and unit) wired to the controller's tamper "
+        "contact (cover opened, cable cut); same polarity as the alarm contact. Empty: none wired.",
+    )
+    debounce_ms: int = Field(
+        300,
+        ge=0,
+        le=10000,
+        description="modbus: a contact change counts only once it has held this long (shorter chatter is "
+        "ignored).",
+    )
+    poll_interval_ms: int = Field(
+        100, ge=20, le=5000, description="modbus: how often the IO module's discrete inputs are read."
+    )
+    stale_after_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="No Modbus answer, or no line (not even a heartbeat) from a socket controller, for this "
+        "long: the sensor is reported down (one device_offline alarm).",
+    )
+    realarm_after_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="socket: further intrusion lines for this sensor within this time of the last one sent "
+        "are counted, not sent again (a climber shakes the fence for many seconds).",
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_fits(self) -> "FenceSensor":
+        where = parse_sensor_endpoint(self.endpoint)
+        if self.tamper_input is not None and where.kind != "modbus":
+            raise ValueError(f"sensor {self.id!r}: tamper_input needs a modbus:// endpoint")
+        if self.tamper_input is not None and self.tamper_input == where.input:
+            raise ValueError(f"sensor {self.id!r}: tamper_input {self.tamper_input} is its alarm input")
+        if self.checkpoint is not None and where.kind == "mqtt":
+            raise ValueError(
+                f"sensor {self.id!r}: endpoint {self.endpoint!r} is an MQTT topic, which no edge agent reads; "
+                "give a socket:// or modbus:// endpoint, or leave `checkpoint` empty"
+            )
+        return self
+
+    @property
+    def where(self) -> SensorEndpoint:
+        return parse_sensor_endpoint(self.endpoint)
 
 
 class FenceCamera(ConfigModel):
@@ -295,6 +405,16 @@ class Zone(ConfigModel):
                         f"fence camera {camera.id!r} on segment {segment.id!r}: checkpoint "
                         f"{camera.checkpoint!r} is not a checkpoint of this zone ({', '.join(sorted(known))})"
                     )
+            for sensor in segment.sensors:
+                if sensor.checkpoint is not None and sensor.checkpoint not in known:
+                    raise ValueError(
+                        f"fence sensor {sensor.id!r} on segment {segment.id!r}: checkpoint "
+                        f"{sensor.checkpoint!r} is not a checkpoint of this zone ({', '.join(sorted(known))})"
+                    )
+        sensors = [s.id for seg in self.fence.segments for s in seg.sensors]
+        dup = sorted({i for i in sensors if sensors.count(i) > 1})
+        if dup:
+            raise ValueError(f"fence sensor ids must be unique within a zone: {', '.join(dup)}")
         return self
 
     def fence_cameras_of(self, checkpoint_id: str) -> list[tuple[FenceSegment, FenceCamera]]:
@@ -304,6 +424,15 @@ class Zone(ConfigModel):
             for segment in self.fence.segments
             for camera in segment.cameras
             if camera.checkpoint == checkpoint_id
+        ]
+
+    def fence_sensors_of(self, checkpoint_id: str) -> list[tuple[FenceSegment, FenceSensor]]:
+        """The fence sensors whose `checkpoint` names this checkpoint: its agent reads them."""
+        return [
+            (segment, sensor)
+            for segment in self.fence.segments
+            for sensor in segment.sensors
+            if sensor.checkpoint == checkpoint_id
         ]
 
     def checkpoint(self, checkpoint_id: str) -> Checkpoint:

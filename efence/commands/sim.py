@@ -4,6 +4,7 @@ efence sim device weighbridge --protocol toledo --pty       # prints /dev/pts/N,
 efence sim device weighbridge --protocol sma --tcp 4001     # serial-over-IP: socket://host:4001
 efence sim device rfid --protocol chafon --tcp 4002 --noise 0.01
 efence sim device led --pty                                 # prints what the host writes
+efence sim device fence --modbus 1502 --fibre 5100 --zones 7:960 --every 30
 efence sim lane firmware_configs/zones/yangshan-port.yaml port-gate/in-1
 """
 
@@ -30,6 +31,7 @@ EXAMPLES = (
     "efence sim device weighbridge --protocol yaohua --tcp 4001 --noise 0.01 --bad-checksum 0.01\n\n"
     "efence sim device rfid --protocol chafon --tcp 4002\n\n"
     "efence sim device led --pty\n\n"
+    "efence sim device fence --modbus 1502 --fibre 5100 --zones 7:960\n\n"
     "efence sim lane firmware_configs/zones/yangshan-port.yaml port-gate/in-1\n\n"
     "Guide: docs/DEVICES.md"
 )
@@ -270,6 +272,74 @@ def led(
     faults = _faults(noise, bitflip, 0.0, silence_after, silence_for, disconnect_every, None)
     sim = LedBoardSimulator(config, faults=faults, on_change=lambda text: print(" | ".join(text), flush=True))
     _run(_serve_one(sim, pty, tcp, host, "LED board"))
+
+
+@device_app.command("fence")
+def fence(
+    modbus: Annotated[
+        int | None,
+        typer.Option(
+            "--modbus",
+            metavar="PORT",
+            help="Serve a Modbus/TCP IO module with normally-closed alarm contacts on this port (0 = any).",
+        ),
+    ] = None,
+    unit: Annotated[int, typer.Option("--unit", help="Modbus unit id of the IO module.")] = 1,
+    inputs: Annotated[
+        str, typer.Option("--inputs", help="Inputs the scripted beam breaks use, comma-separated.")
+    ] = "0,2,4,6",
+    fibre: Annotated[
+        int | None,
+        typer.Option(
+            "--fibre", metavar="PORT", help="Serve a fibre controller (fence line protocol) on this port."
+        ),
+    ] = None,
+    zones: Annotated[
+        str,
+        typer.Option(
+            "--zones",
+            help="Fibre controller zones with the segment length, `zone:metres,…` (e.g. fibre-n-01:960).",
+        ),
+    ] = "1:500",
+    every: Annotated[
+        float, typer.Option("--every", metavar="S", help="Mean seconds between scripted intrusions; 0: none.")
+    ] = 30.0,
+    host: HostOpt = "127.0.0.1",
+    seed: SeedOpt = None,
+) -> None:
+    """Fence controllers: beam/cable alarm contacts on a Modbus IO module and/or a fibre controller
+    speaking the fence line protocol (docs/DEVICES.md "Fence sensors"), with occasional intrusions."""
+    from simulators.fence import FenceIoSimulator, FibreControllerSimulator, scripted_intrusions
+
+    if modbus is None and fibre is None:
+        raise typer.BadParameter("give --modbus PORT, --fibre PORT or both")
+    try:
+        di = [int(x) for x in inputs.split(",") if x.strip()]
+        fz = [(z, float(m)) for z, _, m in (item.rpartition(":") for item in zones.split(",") if item)]
+    except ValueError as exc:
+        raise typer.BadParameter(f"--inputs 0,2 / --zones zone:metres,…: {exc}") from None
+
+    async def main() -> None:
+        io = FenceIoSimulator(unit=unit, inputs=max(di, default=0) + 1) if modbus is not None else None
+        line = FibreControllerSimulator() if fibre is not None else None
+        try:
+            if io is not None:
+                port = await io.start(host, modbus or 0)
+                print(f"fence IO module on modbus://{host}:{port}/{unit}/<input> (NC contacts)", flush=True)
+            if line is not None:
+                port = await line.start(host, fibre or 0)
+                print(f"fibre controller on socket://{host}:{port} zones {zones}", flush=True)
+            print("Ctrl-C to stop.", flush=True)
+            if every > 0:
+                await scripted_intrusions(io, di, line, fz, every_s=every, seed=seed or 1)
+            else:
+                await asyncio.Event().wait()
+        finally:
+            for sim in (io, line):
+                if sim is not None:
+                    await sim.stop()
+
+    _run(main())
 
 
 # ----------------------------------------------------------------------------- sim lane
