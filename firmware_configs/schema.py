@@ -435,6 +435,16 @@ class Zone(ConfigModel):
             if sensor.checkpoint == checkpoint_id
         ]
 
+    def unwatched_fence_devices(self) -> list[str]:
+        """Fence sensors and cameras no checkpoint's agent is named to read: valid, but nobody watches them."""
+        return [
+            f"fence segment {segment.id}: {what} {device.id} has no `checkpoint`, so no agent reads it"
+            for segment in self.fence.segments
+            for what, devices in (("sensor", segment.sensors), ("camera", segment.cameras))
+            for device in devices
+            if device.checkpoint is None
+        ]
+
     def checkpoint(self, checkpoint_id: str) -> Checkpoint:
         for c in self.checkpoints:
             if c.id == checkpoint_id:

@@ -151,3 +151,21 @@ def test_lane_timeouts_and_zone_rules_reach_the_lane_controller(tmp_path):
         load_zone(bad)
     assert f"lanes[{first.id}].timeouts.gather_sec" in str(err.value)
     assert "unknown key" in str(err.value)
+
+
+def test_check_warns_about_fence_devices_no_agent_reads(tmp_path):
+    """Valid but unwatched: a fence camera without `checkpoint` is analysed by nobody. `check` says so
+    (exit 0), and stops saying it once the camera is assigned."""
+    zone, issues = validate_text(GOOD, "zone.yaml")
+    assert zone is not None and not issues
+    unwatched = zone.unwatched_fence_devices()
+    assert any("camera cam-w-02" in w for w in unwatched)
+    result = runner.invoke(app, ["config", "check", "--verbose", str(ZONES_DIR / "waigaoqiao-ftz.yaml")])
+    assert result.exit_code == 0
+    assert "camera cam-w-02 has no `checkpoint`" in result.output
+    cp = zone.checkpoints[0].id
+    assigned = GOOD.replace("    - id: cam-w-02\n", f"    - id: cam-w-02\n      checkpoint: {cp}\n", 1)
+    zone2, issues2 = validate_text(assigned, "zone.yaml")
+    assert zone2 is not None and not issues2
+    assert not any("cam-w-02" in w for w in zone2.unwatched_fence_devices())
+    assert len(zone2.unwatched_fence_devices()) == len(unwatched) - 1

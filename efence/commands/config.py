@@ -33,8 +33,14 @@ def zone_json_schema() -> dict:
 @app.command()
 def check(
     paths: Annotated[list[Path], typer.Argument(help="Zone YAML files or directories of them.")] = None,  # type: ignore[assignment]
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List each warning (e.g. unwatched fence devices).")
+    ] = False,
 ) -> None:
     """Validate zone files; every error names file, line, key path and what was expected. Exit 1 on any error.
+
+    Warnings (exit 0) flag what is valid but probably unintended: fence sensors and cameras that no
+    checkpoint's agent is assigned to read.
 
     Example: `efence config check firmware_configs/` or `efence config check site.yaml`.
     """
@@ -50,6 +56,14 @@ def check(
         out.print(
             f"[green]ok[/green]  {zone.id}: {len(zone.checkpoints)} checkpoints, {lanes} lanes, "
             f"{devices} devices, {len(zone.fence.segments)} fence segments"
+        )
+    warnings = [f"{zone.id}: {w}" for zone in zones for w in zone.unwatched_fence_devices()]
+    for w in warnings if verbose else warnings[:0]:
+        err.print(f"[yellow]warning[/yellow] {escape(w)}", highlight=False)
+    if warnings and not verbose:
+        err.print(
+            f"[yellow]{len(warnings)} fence sensor(s)/camera(s) are assigned to no checkpoint and go unwatched "
+            "(`--verbose` lists them; set `checkpoint:` on each)[/yellow]"
         )
     for issue in issues:
         err.print(f"[red]error[/red] {escape(str(issue))}", highlight=False)
