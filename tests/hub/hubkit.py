@@ -1,14 +1,16 @@
-"""Hub test helpers: real SQLite files, the real Mosquitto on 127.0.0.1:1883, unique ids per test.
+"""Hub test helpers: real SQLite files, a real Mosquitto of their own, unique ids per test.
 
-Every test gets its own zone name (`hz<random>`), so its topics never cross another test's (or
-another engineer's tests sharing the broker), and its own MQTT client ids.
+A hub subscribes to every agent's topics, so on the machine's shared broker (127.0.0.1:1883) it would
+also see other test runs' traffic and the retained statuses they leave: the hub tests of one pytest
+process get a private `mosquitto` (the project's no-drop config) started on first import. Every test
+also gets its own zone name (`hz<random>`) and its own MQTT client ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,14 +22,19 @@ import aiomqtt
 from central_monitor.hub import Hub
 from central_monitor.ingest import IngestConfig
 from efence.contract import AgentStatus, DeviceStatus, EventEnvelope, LaneStatus, Topics
+from efence.mosquitto import private_mosquitto
+from efence.ports import free_port
 
-BROKER_HOST, BROKER_PORT = "127.0.0.1", 1883
+
+def _private_broker() -> int:
+    """Start this process's private Mosquitto (stopped at exit) and return its port."""
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(private_mosquitto())
+    atexit.register(stack.close)
+    return int(url.rsplit(":", 1)[1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+BROKER_HOST, BROKER_PORT = "127.0.0.1", _private_broker()
 
 
 def event(
