@@ -131,6 +131,7 @@ ZONE_WIDE_KINDS = frozenset(
     {RecordKind.VEHICLE, RecordKind.ENTERPRISE, RecordKind.DRIVER_CARD, RecordKind.RISK_INSTRUCTION}
 )
 CROSSED_STATUSES = {"2", "4"}
+PERIMETER = "perimeter"  # `lane` of an agent's fence devices (AgentStatus.fence_devices) in `devices`
 DEFAULT_TRANSFER_MIN = 120.0
 
 
