@@ -365,7 +365,7 @@ function renderCharts() {
 
 // fence cameras and sensors are the agents' devices outside the lanes (lane "perimeter" at the hub)
 const FENCE = "perimeter";
-const where = (d) => (d.lane === FENCE ? "周界 fence" : d.lane || "");
+const devicePlace = (d) => (d.lane === FENCE ? "周界 fence" : d.lane || "");
 
 function renderDevices() {
   const byZone = new Map();
@@ -381,7 +381,7 @@ function renderDevices() {
   const down = state.devices.filter((d) => d.effective === "down");
   $("devices").innerHTML = [...byZone.entries()].map(([z, c]) => tile(zoneName(z), c)).join("") +
     (fence.total ? tile("其中周界 of which fence", fence, " dev-fence") : "") +
-    down.slice(0, 8).map((d) => `<div class="dev-down">离线 down: ${esc(d.checkpoint)} ${esc(where(d))} ${esc(d.device_id)} ${esc(d.last_error || "")}</div>`).join("") ||
+    down.slice(0, 8).map((d) => `<div class="dev-down">离线 down: ${esc(d.checkpoint)} ${esc(devicePlace(d))} ${esc(d.device_id)} ${esc(d.last_error || "")}</div>`).join("") ||
     `<span class="muted">尚无设备 · no devices yet</span>`;
 }
 
