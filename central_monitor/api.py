@@ -28,13 +28,11 @@ from efence.contract import (
     AGENT_AUTH_SCHEME,
     MAX_CONFIG_BYTES,
     CommandAction,
-    ConfigOffer,
     OperatorCommand,
     RecordKind,
     RecordPage,
     Topics,
     sign_command,
-    sign_config_offer,
     verify_agent_http_auth,
 )
 from firmware_configs.loader import ZONES_DIR, validate_text
@@ -43,7 +41,7 @@ from .alarms import CATALOGUE
 from .auth import Role
 from .evidence import MAX_IMAGE_BYTES, NAME_RE, SHA256_RE, EvidenceFiles, EvidenceRejected, check_image
 from .geo import site_map
-from .ingest import Ingest
+from .ingest import Ingest, NoSigningKey, sign_config
 from .keys import KeyLookup, key_lookup
 from .live import LiveBus
 from .metrics import exposition
@@ -245,6 +243,8 @@ def create_app(
     """
     live = live or (ingest.live if ingest else LiveBus())
     key_for = key_for or key_lookup()
+    if ingest is not None and ingest.key_for is None:
+        ingest.key_for = key_for  # a config push re-delivered by ingest is signed with the same keys
     app = FastAPI(
         title="efence hub",
         version="1",
@@ -643,22 +643,22 @@ def create_app(
             raise HTTPException(
                 422, {"message": f"config not pushed: {len(errors)} problem(s)", "errors": errors}
             )
-        key = key_for(agent_id)
-        if key is None:
-            raise HTTPException(503, f"no signing key for {agent_id} (keys directory or env)")
+        try:
+            signed = sign_config(
+                key_for,
+                agent_id,
+                body.yaml_text,
+                issued_by=user.username,
+                confirm_within_s=body.confirm_within_s,
+                ttl_s=body.ttl_s,
+            )
+        except NoSigningKey as exc:
+            raise HTTPException(503, str(exc)) from None
         if ingest is None or not ingest.connected.is_set():
             raise HTTPException(503, "not connected to the broker; config not sent")
-        offer = ConfigOffer.create(
-            yaml_text=body.yaml_text,
-            ttl_s=body.ttl_s,
-            agent_id=agent_id,
-            confirm_within_s=body.confirm_within_s,
-            issued_by=user.username,
-        )
-        signed = sign_config_offer(offer, key, key_id=agent_id)
         await call(s.record_config_offer, signed.offer, user.username, body.filename)
-        sent = await ingest.publish(Topics.config(zone, checkpoint), signed.to_bytes(), qos=1, queue=False)
-        await call(s.set_config_offer_state, agent_id, offer.offer_id, "sent" if sent else "not_sent")
+        # an agent offline now gets it when it comes back: ingest re-delivers an unanswered push
+        sent = await ingest.deliver_config(signed)
         if not sent:
             raise HTTPException(
                 503, "publish to the broker failed; the config was not sent (recorded as not_sent)"

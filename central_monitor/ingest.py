@@ -13,6 +13,12 @@
   reconnecting it re-sends everything not yet acknowledged.
 - The hub announces itself with a retained `HubStatus` (new instance id, so agents re-publish their
   state) and a last will saying it is offline.
+- Config offers (rule C7) are not retained: an agent offline at push time never gets one. When an
+  agent comes back online (its status goes from offline to online, or comes from a new run of the
+  agent: another `started_at`, as a clean disconnect leaves no last will) and its latest push is unanswered
+  (signed/sent/not_sent), the hub signs the same YAML again — same offer id, fresh nonce and expiry,
+  as the agent refuses a replayed nonce — and publishes it, once per online transition (claimed in
+  the store, so several hub workers send it once) and never for a push already answered.
 - A malformed message is logged with its reason and counted in `metrics`; it never stops ingest.
 - The connection is supervised: on loss it reconnects with back-off; storing and acking go on.
 """
@@ -36,6 +42,7 @@ from pydantic import ValidationError
 from efence.contract import (
     AgentStatus,
     CommandResult,
+    ConfigOffer,
     ConfigReport,
     ContractError,
     EventEnvelope,
@@ -43,12 +50,15 @@ from efence.contract import (
     HubStatus,
     RecordDelta,
     ResendRequest,
+    SignedConfigOffer,
     Topics,
     decode,
+    sign_config_offer,
     utcnow,
 )
 from efence.mqtt_tls import broker_security
 
+from .keys import KeyLookup
 from .live import LiveBus
 from .store import HubStore, IngestResult, new_instance_id
 
@@ -98,6 +108,37 @@ class IngestConfig:
         )
 
 
+class NoSigningKey(LookupError):
+    """The hub has no checkpoint key for an agent, so it cannot sign anything for it."""
+
+
+def sign_config(
+    key_for: KeyLookup | None,
+    agent_id: str,
+    yaml_text: str,
+    *,
+    issued_by: str,
+    confirm_within_s: float,
+    ttl_s: float,
+    offer_id: str | None = None,
+) -> SignedConfigOffer:
+    """A config offer for `agent_id`, signed with its checkpoint key (rule C7) — for a push and for its
+    re-delivery alike (`offer_id` of the push being re-sent; nonce and expiry are always fresh).
+    Raises `NoSigningKey` naming the agent when `key_for` has no key for it."""
+    key = key_for(agent_id) if key_for is not None else None
+    if key is None:
+        raise NoSigningKey(f"no signing key for {agent_id} (keys directory or env)")
+    offer = ConfigOffer.create(
+        yaml_text=yaml_text,
+        ttl_s=ttl_s,
+        agent_id=agent_id,
+        confirm_within_s=confirm_within_s,
+        issued_by=issued_by,
+        **({"offer_id": offer_id} if offer_id else {}),
+    )
+    return sign_config_offer(offer, key, key_id=agent_id)
+
+
 def _decode_event(payload: bytes) -> EventEnvelope:
     """`decode(EventEnvelope, …)` at half the cost on the hot path: pydantic parses and validates the
     bytes in one pass (no `json.loads` dict in between). Anything it refuses goes through `decode`, so
@@ -144,10 +185,18 @@ class IngestMetrics:
 class Ingest:
     """One hub ingest worker. `await run()` until cancelled; `publish()` for deltas and commands."""
 
-    def __init__(self, store: HubStore, config: IngestConfig, live: LiveBus | None = None) -> None:
+    def __init__(
+        self,
+        store: HubStore,
+        config: IngestConfig,
+        live: LiveBus | None = None,
+        key_for: KeyLookup | None = None,
+    ) -> None:
         self.store = store
         self.config = config
         self.live = live or LiveBus()
+        # checkpoint keys, to sign re-delivered config offers; `create_app` gives it the API's lookup
+        self.key_for = key_for
         self.metrics = IngestMetrics()
         self.instance_id = new_instance_id()
         self.started_at = utcnow()
@@ -159,6 +208,7 @@ class Ingest:
         self._agent_topics: dict[str, str] = {}  # events topic → agent id (parsed once per agent)
         self._gaps: dict[str, dict[tuple[int, int], _Gap]] = {}
         self._offline: set[str] = set()  # agents whose latest status (or last will) says offline
+        self._runs: dict[str, str] = {}  # agent id → `started_at` of the run its last online status came from
         self._acks: dict[str, int] = {}  # latest ack per agent waiting to be published
         self._ack_wakeup = asyncio.Event()
         self._pending: list[tuple[str, bytes, int, bool]] = []  # publishes waiting for a connection
@@ -294,10 +344,13 @@ class Ingest:
                     raise ContractError(f"agent_id: {status.agent_id} published on the topic of {agent_id}")
                 res = await self.store.acall(self.store.apply_status, status)
                 self.live.publish_all(res.live)
-                self._agent_presence(agent_id, status.online)
+                came_back = self._agent_presence(agent_id, status.online)
+                new_run = self._new_run(agent_id, status)
                 if status.online:  # tell a (re)connecting agent what is already stored
                     acked = await self.store.acall(self.store.contiguous_seq, agent_id)
                     await self._ack(agent_id, acked)
+                if status.online and (came_back or new_run):
+                    await self._resend_config(agent_id, status)
             elif leaf == "command-results":
                 result = decode(CommandResult, payload)
                 row = await self.store.acall(self.store.apply_command_result, result)
@@ -410,18 +463,84 @@ class Ingest:
             if self.config.ack_interval_s > 0:
                 await asyncio.sleep(self.config.ack_interval_s)  # what commits meanwhile goes in one round
 
-    def _agent_presence(self, agent_id: str, online: bool) -> None:
+    def _agent_presence(self, agent_id: str, online: bool) -> bool:
         """Offline: its gaps wait (the events are in its outbox). Back online: each gap gets a fresh
-        grace and abandon clock, as the agent now re-sends everything unacknowledged by itself."""
+        grace and abandon clock, as the agent now re-sends everything unacknowledged by itself.
+        True when this status brought the agent back from offline (seen offline by this worker)."""
         if not online:
             self._offline.add(agent_id)
-            return
+            return False
         came_back = agent_id in self._offline
         self._offline.discard(agent_id)
         if came_back:
             now = time.monotonic()
             for g in self._gaps.get(agent_id, {}).values():
                 g.first_seen, g.last_request, g.attempts = now, 0.0, 0
+        return came_back
+
+    def _new_run(self, agent_id: str, status: AgentStatus) -> bool:
+        """True when an online status comes from another run of the agent than the last one seen here
+        (`started_at` changed): it was down in between even if no offline status said so — a clean
+        MQTT disconnect discards the last will. The first status seen from an agent is no new run."""
+        if not status.online or status.started_at is None:
+            return False
+        run = status.started_at.isoformat()
+        before = self._runs.get(agent_id)
+        if len(self._runs) > 10_000:  # bounded, like the topic cache
+            self._runs.clear()
+        self._runs[agent_id] = run
+        return before is not None and before != run
+
+    # ----------------------------------------------------------------- config offers
+    async def deliver_config(self, signed: SignedConfigOffer) -> bool:
+        """Publish a signed offer already recorded in the store (state `signed`) and record `sent` or
+        `not_sent`. QoS 1, never retained and never queued: an offer is only good until it expires."""
+        offer = signed.offer
+        zone, checkpoint = offer.agent_id.split("/", 1)
+        sent = await self.publish(Topics.config(zone, checkpoint), signed.to_bytes(), qos=1, queue=False)
+        await self.store.acall(
+            self.store.set_config_offer_state, offer.agent_id, offer.offer_id, "sent" if sent else "not_sent"
+        )
+        return sent
+
+    async def _resend_config(self, agent_id: str, status: AgentStatus) -> None:
+        """The agent is back online: re-deliver its latest push if it never answered it (see the module
+        doc). Never raises into the message loop; a missing key is logged and counted."""
+        try:
+            todo = await self.store.acall(self.store.config_offer_to_resend, agent_id)
+            if todo is None:
+                return
+            signed = sign_config(
+                self.key_for,
+                agent_id,
+                todo["yaml_text"],
+                issued_by=todo["offered_by"] or "hub",
+                confirm_within_s=float(todo["confirm_within_s"] or 120.0),
+                ttl_s=float(todo["ttl_s"]),
+                offer_id=todo["offer_id"],
+            )
+            transition = status.sent_at.isoformat()  # the same for every worker that sees this status
+            claimed = await self.store.acall(
+                self.store.claim_config_resend, agent_id, todo["offer_id"], transition, signed.offer
+            )
+            if not claimed:
+                return
+            sent = await self.deliver_config(signed)
+            self.metrics.counters["config_resends" if sent else "config_resends_not_sent"] += 1
+            log.info(
+                "config push %s re-sent to %s, back online (%s)",
+                todo["offer_id"],
+                agent_id,
+                "sent" if sent else "publish failed",
+            )
+            rows = await self.store.acall(self.store.config_states)
+            self.live.publish({"type": "config", "data": rows.get(agent_id, {})})
+        except NoSigningKey as exc:
+            self.metrics.counters["config_resend_no_key"] += 1
+            log.error("config push to %s not re-sent: %s", agent_id, exc)
+        except Exception as exc:  # a store failure must not end ingest; the next transition tries again
+            self.metrics.counters["errors"] += 1
+            log.exception("config push to %s not re-sent: %s", agent_id, exc)
 
     def _track_gaps(self, agent_id: str, gaps: list[tuple[int, int]]) -> None:
         now = time.monotonic()

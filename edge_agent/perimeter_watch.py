@@ -20,7 +20,8 @@ An `IntrusionEvent` becomes:
 
 A camera that goes quiet (no new frame for `stale_after_s`, three times running) is reported down — its
 `DeviceHealth`, the log, and one `device_offline` alarm event — and the watch keeps trying; it never
-ends the agent.
+ends the agent. Its health is in the agent's status (`status()` → `AgentStatus.fence_devices`), which is
+how the hub learns it is back and clears the alarm.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import httpx
 from edge_agent.drivers.base import supervise
 from edge_agent.drivers.health import DeviceHealth
 from edge_agent.outbox import Outbox
-from efence.contract import EventType
+from efence.contract import DeviceStatus, EventType
 from firmware_configs.schema import FenceCamera, FenceSegment
 
 log = logging.getLogger("efence.perimeter")
@@ -89,6 +90,11 @@ class PerimeterWatch:
         self._last_frame_at = time.monotonic()
         self._last_fail = 0.0
         self.stopping = False
+
+    def status(self) -> DeviceStatus:
+        """The camera's health for the agent's retained status (`fence_devices`), so the hub shows it
+        and clears its `device_offline` alarm when it is back, as for lane devices."""
+        return DeviceStatus(type="fence_camera", **self.health.snapshot())
 
     # ------------------------------------------------------------------ task
     async def run(self) -> None:

@@ -324,6 +324,11 @@ class AgentStatus(Message):
     outbox_oldest_age_s: float = 0.0
     last_seq: int = 0
     lanes: list[LaneStatus] = Field(default_factory=list)
+    fence_devices: list[DeviceStatus] = Field(
+        default_factory=list,
+        description="Devices the agent watches outside its lanes: fence cameras, fence sensors (`type` says "
+        "which). Additive: an older agent sends none. The hub files them under lane `perimeter`.",
+    )
 
 
 # --------------------------------------------------------------------------- records replication

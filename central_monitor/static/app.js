@@ -363,17 +363,25 @@ function renderCharts() {
     : `<span class="muted">本小时无查验 · no inspections this hour</span>`;
 }
 
+// fence cameras and sensors are the agents' devices outside the lanes (lane "perimeter" at the hub)
+const FENCE = "perimeter";
+const devicePlace = (d) => (d.lane === FENCE ? "周界 fence" : d.lane || "");
+
 function renderDevices() {
   const byZone = new Map();
+  const fence = { up: 0, total: 0 };
   for (const d of state.devices) {
     const z = byZone.get(d.zone) || { up: 0, total: 0 };
     z.total += 1; if (d.effective === "up") z.up += 1;
     byZone.set(d.zone, z);
+    if (d.lane === FENCE) { fence.total += 1; if (d.effective === "up") fence.up += 1; }
   }
+  const tile = (name, c, cls = "") =>
+    `<div class="dev-zone${cls}"><span>${esc(name)}</span><b style="color:${c.up === c.total ? "var(--release)" : "var(--manual)"}">${c.up}/${c.total}</b></div>`;
   const down = state.devices.filter((d) => d.effective === "down");
-  $("devices").innerHTML = [...byZone.entries()].map(([z, c]) =>
-    `<div class="dev-zone"><span>${esc(zoneName(z))}</span><b style="color:${c.up === c.total ? "var(--release)" : "var(--manual)"}">${c.up}/${c.total}</b></div>`).join("") +
-    down.slice(0, 8).map((d) => `<div class="dev-down">离线 down: ${esc(d.checkpoint)} ${esc(d.lane || "")} ${esc(d.device_id)} ${esc(d.last_error || "")}</div>`).join("") ||
+  $("devices").innerHTML = [...byZone.entries()].map(([z, c]) => tile(zoneName(z), c)).join("") +
+    (fence.total ? tile("其中周界 of which fence", fence, " dev-fence") : "") +
+    down.slice(0, 8).map((d) => `<div class="dev-down">离线 down: ${esc(d.checkpoint)} ${esc(devicePlace(d))} ${esc(d.device_id)} ${esc(d.last_error || "")}</div>`).join("") ||
     `<span class="muted">尚无设备 · no devices yet</span>`;
 }
 

@@ -119,6 +119,9 @@ CREATE TABLE IF NOT EXISTS agent_config (
     agent_id TEXT PRIMARY KEY, offer_id TEXT, offered_version TEXT, offered_by TEXT, offered_at TEXT,
     confirm_within_s REAL, state TEXT, version TEXT, running_version TEXT, on_trial INTEGER, code TEXT,
     detail TEXT, errors TEXT, reported_at TEXT);
+CREATE TABLE IF NOT EXISTS agent_config_offer (
+    agent_id TEXT PRIMARY KEY, offer_id TEXT NOT NULL, yaml_text TEXT NOT NULL, ttl_s REAL NOT NULL,
+    source TEXT, resends INTEGER NOT NULL DEFAULT 0, resent_at TEXT, resent_for TEXT);
 """
 
 GENESIS = "0" * 64
@@ -128,6 +131,7 @@ ZONE_WIDE_KINDS = frozenset(
     {RecordKind.VEHICLE, RecordKind.ENTERPRISE, RecordKind.DRIVER_CARD, RecordKind.RISK_INSTRUCTION}
 )
 CROSSED_STATUSES = {"2", "4"}
+PERIMETER = "perimeter"  # `lane` of an agent's fence devices (AgentStatus.fence_devices) in `devices`
 DEFAULT_TRANSFER_MIN = 120.0
 
 
@@ -264,6 +268,10 @@ class HubStore(Protocol):
     # config push (issue 8, rule C7)
     def record_config_offer(self, offer: ConfigOffer, issued_by: str, source: str = "") -> None: ...
     def set_config_offer_state(self, agent_id: str, offer_id: str, state: str) -> None: ...
+    def config_offer_to_resend(self, agent_id: str) -> dict[str, Any] | None: ...
+    def claim_config_resend(
+        self, agent_id: str, offer_id: str, transition: str, offer: ConfigOffer
+    ) -> bool: ...
     def apply_config_report(self, report: ConfigReport) -> dict[str, Any]: ...
     def config_states(self) -> dict[str, dict[str, Any]]: ...
 

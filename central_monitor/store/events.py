@@ -10,6 +10,7 @@ from typing import Any
 
 from efence.contract import (
     AgentStatus,
+    DeviceStatus,
     EventEnvelope,
     RecordKind,
 )
@@ -19,6 +20,7 @@ from ..timeutil import iso, iso_any, now_utc, parse
 from .base import (
     CROSSED_STATUSES,
     DEFAULT_TRANSFER_MIN,
+    PERIMETER,
     IngestResult,
     StatusResult,
     StoreBase,
@@ -754,6 +756,8 @@ class EventsMixin(StoreBase):
             )
             if status.online and status.lanes:
                 self._apply_lanes(db, status, now, res)
+            if status.online and status.fence_devices:
+                self._apply_fence_devices(db, status, now, res)
             subject = status.agent_id
             if not status.online and was_online is not False:
                 spec = alarm_rules.AlarmSpec(
@@ -809,37 +813,58 @@ class EventsMixin(StoreBase):
                 ),
             )
             for dev in lane.devices:
-                db.execute(
-                    "INSERT INTO devices (agent_id, device_id, lane, zone, checkpoint, type, enabled, locked, observed, "
-                    "last_error, counters, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, device_id) "
-                    "DO UPDATE SET lane=excluded.lane, type=excluded.type, enabled=excluded.enabled, locked=excluded.locked, "
-                    "observed=excluded.observed, last_error=excluded.last_error, counters=excluded.counters, "
-                    "updated_at=excluded.updated_at",
-                    (
-                        status.agent_id,
-                        dev.device_id,
-                        lane.lane,
-                        status.zone,
-                        status.checkpoint,
-                        dev.type,
-                        int(dev.enabled),
-                        int(dev.locked),
-                        dev.observed,
-                        dev.last_error,
-                        _j(dev.counters),
-                        iso(now),
-                    ),
-                )
-                if dev.enabled:
-                    self._device_alarm(
-                        db,
-                        status.agent_id,
-                        status.zone,
-                        status.checkpoint,
-                        lane.lane,
-                        dev.device_id,
-                        dev.observed,
-                        dev.last_error,
-                        now,
-                        res,
-                    )
+                self._put_device(db, status, dev, lane.lane, lane.lane, now, res)
+
+    def _apply_fence_devices(
+        self, db: sqlite3.Connection, status: AgentStatus, now: datetime, res: StatusResult
+    ) -> None:
+        """Fence cameras and sensors of the agent: devices under lane `perimeter` (as the agent's metrics
+        label them), their `device_offline` alarm raised and cleared as for lane devices but not filed
+        under a lane — the same alarm the agent's own device_offline event rang (same subject)."""
+        for dev in status.fence_devices:
+            self._put_device(db, status, dev, PERIMETER, None, now, res)
+
+    def _put_device(
+        self,
+        db: sqlite3.Connection,
+        status: AgentStatus,
+        dev: DeviceStatus,
+        lane: str,
+        alarm_lane: str | None,
+        now: datetime,
+        res: StatusResult,
+    ) -> None:
+        db.execute(
+            "INSERT INTO devices (agent_id, device_id, lane, zone, checkpoint, type, enabled, locked, observed, "
+            "last_error, counters, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, device_id) "
+            "DO UPDATE SET lane=excluded.lane, type=excluded.type, enabled=excluded.enabled, locked=excluded.locked, "
+            "observed=excluded.observed, last_error=excluded.last_error, counters=excluded.counters, "
+            "updated_at=excluded.updated_at",
+            (
+                status.agent_id,
+                dev.device_id,
+                lane,
+                status.zone,
+                status.checkpoint,
+                dev.type,
+                int(dev.enabled),
+                int(dev.locked),
+                dev.observed,
+                dev.last_error,
+                _j(dev.counters),
+                iso(now),
+            ),
+        )
+        if dev.enabled:
+            self._device_alarm(
+                db,
+                status.agent_id,
+                status.zone,
+                status.checkpoint,
+                alarm_lane,
+                dev.device_id,
+                dev.observed,
+                dev.last_error,
+                now,
+                res,
+            )
