@@ -205,6 +205,10 @@ EDGE_ALIASES: dict[str, str] = {
 DEVICE_SCOPED = frozenset({"device_offline"})
 """Kinds suppressed while the whole agent is offline (its devices cannot be judged then)."""
 
+CONDITION_KINDS = frozenset({"device_offline"})
+"""Kinds that describe a lasting condition, cleared when it ends: every report while it lasts (each status
+heartbeat, the edge's own event) is the same occurrence; only a new outage after a clear counts again."""
+
 
 @dataclass
 class AlarmSpec:

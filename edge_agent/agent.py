@@ -387,7 +387,9 @@ class EdgeAgent:
             outbox_oldest_age_s=age,
             last_seq=last_seq,
             lanes=[lane.status() for lane in self.lanes.values()] if online else [],
-            fence_devices=[watch.status() for watch in self.perimeter] if online else [],
+            fence_devices=[watch.status() for watch in self.perimeter] + self.fence_sensors.statuses()
+            if online
+            else [],
             **(self.config.status_fields() if self.config else {}),
         )
 

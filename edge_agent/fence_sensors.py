@@ -50,7 +50,7 @@ from edge_agent.drivers.health import DeviceHealth
 from edge_agent.fence_signals import ContactTracker, FenceLine, FenceLineError, parse_fence_line
 from edge_agent.outbox import Outbox
 from edge_agent.perimeter_watch import _INCIDENTS
-from efence.contract import EventType
+from efence.contract import DeviceStatus, EventType
 from firmware_configs.schema import FenceSegment, FenceSensor
 
 if TYPE_CHECKING:
@@ -92,6 +92,14 @@ class _Report:
 
 class FenceSensorWatch:
     """Read every fence sensor of one agent and report alarms; `await run()` until cancelled."""
+
+    def statuses(self) -> list[DeviceStatus]:
+        """Each sensor's health for the agent's retained status (`fence_devices`, beside the fence
+        cameras), so the hub lists it from the start and clears its `device_offline` when it is back."""
+        return [
+            DeviceStatus(type=f"fence_{st.sensor.type}", **st.health.snapshot())
+            for st in self.states.values()
+        ]
 
     def __init__(
         self,

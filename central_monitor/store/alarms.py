@@ -40,7 +40,11 @@ class AlarmsMixin(StoreBase):
             "SELECT id, acked_at, cleared_at FROM alarms WHERE dedupe_key=? ORDER BY id DESC LIMIT 1", (key,)
         ).fetchone()
         if last:
-            alarm_id, acked_at, _cleared_at = last
+            alarm_id, acked_at, cleared_at = last
+            if spec.kind in alarm_rules.CONDITION_KINDS and cleared_at is None:
+                # the condition has not ended since this alarm (acknowledged or not): same outage
+                db.execute("UPDATE alarms SET last_seen_at=? WHERE id=?", (iso(now), alarm_id))
+                return None
             ringing = acked_at is None
             in_cooldown = (
                 acked_at is not None

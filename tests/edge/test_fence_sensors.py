@@ -128,6 +128,12 @@ async def test_io_module_silent_or_killed_is_device_offline_and_back_is_up(tmp_p
         async with VisionSite(tmp_path, mosquitto_url, fence=fence) as site:
             state = site.agent.fence_sensors.states["beam-1"]
             await site.wait_for(lambda: state.health.observed == "up", 15, "beam-1 up")
+            listed = await site.wait_for(  # in the agent's status: the hub lists the sensor from the start
+                lambda: site.rows("SELECT observed FROM devices WHERE device_id='beam-1' AND observed='up'"),
+                15,
+                "beam-1 listed up among the hub's devices",
+            )
+            assert listed
             io.silent = True  # first it hangs: every request times out
             await site.wait_for(lambda: _offline(site, "beam-1"), 20, "device_offline for a silent module")
             io.silent = False

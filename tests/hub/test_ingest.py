@@ -261,7 +261,14 @@ async def test_shared_subscription_workers_split_the_stream_over_one_store(tmp_p
     group = f"g{uuid.uuid4().hex[:8]}"
     workers = [
         Ingest(
-            store, IngestConfig(client_id=f"test-w{i}-{group}", shared_group=group, persistent_session=False)
+            store,
+            IngestConfig(
+                host=BROKER_HOST,
+                port=BROKER_PORT,
+                client_id=f"test-w{i}-{group}",
+                shared_group=group,
+                persistent_session=False,
+            ),
         )
         for i in range(2)
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -276,6 +276,27 @@ def test_device_alarms_suppressed_while_agent_offline(store: SqliteStore, zone: 
     assert offline["cleared_at"] is not None and offline["ringing"]  # cleared, still rings until acked
     (agent,) = store.list_agents()
     assert agent["online"] is True
+
+
+def test_a_device_outage_counts_once_however_often_it_is_reported(store: SqliteStore, zone: str) -> None:
+    """Every status heartbeat and the edge's own event repeat "down" while one outage lasts: one
+    occurrence. Only after the device was back (alarm cleared) does the next outage count again, and an
+    officer's acknowledgement during an outage does not make the next heartbeat ring anew."""
+    t0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    for i in range(4):  # status every 30 s, device down all along
+        store.apply_status(agent_status(zone, down=("rfid-1",)), now=t0 + timedelta(seconds=30 * i))
+    store.ingest([event(f"{zone}/cp1", 1, "device_health", device_id="rfid-1", observed="down")])
+    (alarm,) = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
+    assert alarm["count"] == 1
+    store.ack_alarm(alarm["id"], "officer", "field engineer called", now=t0 + timedelta(minutes=2))
+    store.apply_status(agent_status(zone, down=("rfid-1",)), now=t0 + timedelta(hours=1))  # past cooldown
+    alarms = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
+    assert len(alarms) == 1 and alarms[0]["count"] == 1 and not alarms[0]["ringing"]
+    store.apply_status(agent_status(zone), now=t0 + timedelta(hours=2))  # back up: cleared
+    store.apply_status(agent_status(zone, down=("rfid-1",)), now=t0 + timedelta(hours=3))  # a new outage
+    store.apply_status(agent_status(zone, down=("rfid-1",)), now=t0 + timedelta(hours=3, seconds=30))
+    alarms = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
+    assert len(alarms) == 2 and alarms[0]["ringing"] and alarms[0]["count"] == 1  # newest first
 
 
 # ------------------------------------------------------------------ audit
