@@ -148,6 +148,38 @@ def _equalise(crop: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
 
 
+def _quad_size(quad: np.ndarray) -> tuple[float, float]:
+    """(width, height) of a TL, TR, BR, BL quad: mean of opposite sides."""
+    q = np.asarray(quad, dtype=np.float32)
+    w = (np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
+    h = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    return float(w), float(h)
+
+
+def plate_quad(contour: np.ndarray) -> np.ndarray:
+    """The plate's four corners from the outline of its coloured body (TL, TR, BR, BL).
+
+    A plate seen obliquely is a general quadrilateral (rotation plus shear and perspective), not
+    a rotated rectangle: the minimum-area rectangle of a sheared plate is too tall (its aspect
+    fails the plate test) and warping it leaves the characters slanted. The convex hull is
+    simplified to four vertices; if it does not simplify to a convex quadrilateral that covers
+    the blob, the minimum-area rectangle is the fallback.
+    """
+    rect = order_quad(cv2.boxPoints(cv2.minAreaRect(contour)))
+    hull = cv2.convexHull(contour)
+    perimeter = cv2.arcLength(hull, True)
+    for eps in (0.02, 0.04, 0.06, 0.08):
+        approx = cv2.approxPolyDP(hull, eps * perimeter, True)
+        if len(approx) == 4:
+            quad = order_quad(approx.reshape(4, 2))
+            if cv2.isContourConvex(quad.reshape(-1, 1, 2)) and _area(quad) >= 0.85 * cv2.contourArea(hull):
+                return quad
+            break
+        if len(approx) < 4:
+            break
+    return rect
+
+
 def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
     """Solid plate-coloured rectangles of plate aspect ratio."""
     # Median blur first: sensor chroma noise on grey surfaces otherwise passes the saturation
@@ -166,18 +198,17 @@ def _colour_candidates(image: np.ndarray) -> list[PlateCandidate]:
             area = cv2.contourArea(c)
             if area < area_min:
                 continue
-            (cx, cy), (rw, rh), angle = cv2.minAreaRect(c)
-            w, hgt = max(rw, rh), min(rw, rh)
+            quad = plate_quad(c)
+            w, hgt = _quad_size(quad)
             if hgt < MIN_PLATE_HEIGHT_PX:
                 continue
             aspect = w / hgt
             two_row = name == "yellow" and TWO_ROW_ASPECT[0] <= aspect < TWO_ROW_ASPECT[1]
             if not two_row and not (PLATE_ASPECT[0] <= aspect <= PLATE_ASPECT[1]):
                 continue
-            fill = area / (rw * rh)
+            fill = area / max(1.0, _area(quad))
             if fill < 0.5:
                 continue
-            quad = order_quad(cv2.boxPoints(((cx, cy), (rw, rh), angle)))
             # Shape score: how well the region fills its rectangle and how close it is to 3.1:1.
             shape = min(1.0, fill / 0.8) * math.exp(-abs(math.log(aspect / (2.0 if two_row else 3.2))))
             # Colour alone is weak evidence (car bodies, signs, sky); text agreement lifts it.
