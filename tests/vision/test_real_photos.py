@@ -30,10 +30,9 @@ def container_report(ocr_engine):
 def test_plate_accuracy(plate_report) -> None:
     r = plate_report
     assert r.kind == "plates" and r.total == 41
-    assert r.exact >= 38, [(i.filename, i.label, i.answer) for i in r.items if i.outcome != "exact"]
-    assert r.wrong <= 0.01 * r.total, [
-        (i.filename, i.label, i.answer) for i in r.items if i.outcome == "wrong"
-    ]
+    assert r.exact >= 40, [(i.filename, i.label, i.answer) for i in r.items if i.outcome != "exact"]
+    # At most 1 % wrong: of 41 photos, that is none.
+    assert r.wrong == 0, [(i.filename, i.label, i.answer) for i in r.items if i.outcome == "wrong"]
     assert r.exact + r.wrong + r.rejected == r.total
 
 

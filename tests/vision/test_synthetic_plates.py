@@ -21,7 +21,9 @@ COLOURS = {
 }
 
 
-def _render(text: str, colour: str, two_row: bool = False, scale: float = 0.5) -> np.ndarray:
+def _render(
+    text: str, colour: str, two_row: bool = False, scale: float = 0.5, shear: float = 0.0
+) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     if not FONT.exists():
@@ -48,6 +50,14 @@ def _render(text: str, colour: str, two_row: bool = False, scale: float = 0.5) -
     plate = cv2.resize(
         cv2.cvtColor(np.array(im), cv2.COLOR_RGB2BGR), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
     )
+    if shear:
+        # Seen from the side: the far edge rises by ``shear`` x the width (a parallelogram).
+        ph, pw = plate.shape[:2]
+        dy = shear * pw
+        src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
+        dst = np.float32([[0, dy], [pw, 0], [pw, ph], [0, ph + dy]])
+        m = cv2.getPerspectiveTransform(src, dst)
+        plate = cv2.warpPerspective(plate, m, (pw, int(ph + dy)), borderValue=(70, 75, 80))
     scene = np.full((720, 1280, 3), (70, 75, 80), np.uint8)
     # Sensor noise, including chroma noise (which once fooled the colour localiser).
     scene = cv2.add(scene, np.random.default_rng(0).integers(0, 25, scene.shape, dtype=np.uint8))
@@ -74,3 +84,13 @@ def test_rendered_trailer_plate_read_or_rejected(plate_reader) -> None:
     # a different plate is not.
     r = plate_reader.read(_render("沪A1234挂", "yellow"), keep_frame=False)
     assert r.text in (None, "沪A1234挂")
+
+
+@pytest.mark.parametrize("shear", [0.2, 0.3])
+def test_rendered_sheared_plate_read(plate_reader, shear: float) -> None:
+    """Sheared plates read (the clean render reads from rectangle crops too; the corner fit itself
+    is pinned down by the unit tests in test_plate_recognisers.py)."""
+    r = plate_reader.read(_render("沪B7Y92K", "blue", shear=shear), keep_frame=False)
+    assert (r.text, r.colour) == ("沪B7Y92K", "blue"), r.reason
+    # The crop is rectified: its text rows are level (no slanted band of plate colour).
+    assert r.crop is not None and r.crop.shape[1] > 2.5 * r.crop.shape[0]
