@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -32,7 +33,7 @@ def _require_vision() -> None:
     try:
         require_vision()
     except VisionUnavailable as exc:
-        _err.print(f"[red]efence vision:[/red] {exc}")
+        _err.print(f"[red]efence vision:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -62,7 +63,7 @@ def eval_cmd(
     try:
         kind, rows = load_labels(folder)
     except (OSError, ValueError) as exc:
-        _err.print(f"[red]efence vision eval:[/red] {exc}")
+        _err.print(f"[red]efence vision eval:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     engine = OcrEngine()
     with Progress(
