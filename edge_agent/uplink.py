@@ -191,9 +191,24 @@ class Uplink:
                 await _first_failure(
                     self._send_loop(client), self._receive_loop(client), self._heartbeat_loop()
                 )
+            except asyncio.CancelledError:
+                # a clean stop: the broker sends the last will only when a link breaks, so the retained
+                # status would say "online" until the hub's silence timeout; say it ourselves
+                await self._say_offline(client)
+                raise
             finally:
                 self.connected = False
                 self._client = None
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """Publish the last-will status (retained, offline) on the way out; bounded, never raises."""
+        topic = Topics.status(self.zone, self.checkpoint)
+        try:
+            async with asyncio.timeout(1.0):
+                await client.publish(topic, self.status(False).to_bytes(), qos=1, retain=True)
+            log.info("uplink %s: stopped; offline status published", self.agent_id)
+        except Exception as exc:  # noqa: BLE001 — best effort: the hub's silence timeout still catches it
+            log.warning("uplink %s: could not publish the offline status on stop: %s", self.agent_id, exc)
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:

@@ -384,3 +384,29 @@ async def test_hub_kill_9_during_traffic_loses_and_duplicates_nothing(tmp_path):
         online = site.hub_rows("SELECT online FROM agents WHERE agent_id=?", (site.agent_id,))
         assert online == [(1,)], "the restarted hub does not see the agent online"
         print(f"hub kill -9: {summary}, {len(offline)} decided offline, {in_flight} waiting at restart")
+
+
+async def test_a_clean_stop_says_offline_at_once(tmp_path):
+    """SIGINT (systemd stop, an upgrade): the broker sends the last will only when a link breaks, so the
+    agent publishes its offline status itself — the wall must not show a stopped gate online until the
+    hub's silence timeout."""
+    import signal
+
+    from efence.commands.edge import _fetch_status
+
+    async with CheckpointSite(tmp_path) as site:
+        await site.wait_for(
+            lambda: site.hub_rows("SELECT online FROM agents WHERE agent_id=?", (site.agent_id,)) == [(1,)],
+            20,
+            "the hub to see the agent online",
+        )
+        site.agent.send_signal(signal.SIGINT)
+        await asyncio.to_thread(site.agent.wait, 15)
+        found = await _fetch_status(site.broker_url, site.agent_id, 1.0)
+        assert found and found[0].online is False, "the retained status still says online"
+        await site.wait_for(
+            lambda: site.hub_rows("SELECT online FROM agents WHERE agent_id=?", (site.agent_id,)) == [(0,)],
+            5,
+            "the hub to see the agent offline",
+        )
+        assert "offline status published" in site.agent_log_tail()
