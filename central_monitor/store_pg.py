@@ -48,6 +48,7 @@ from efence.contract import AgentStatus, EventEnvelope
 
 from . import alarms as alarm_rules
 from .store import SCHEMA, IngestResult, SqliteStore, StatusResult
+from .store.events import walk_seqs
 
 WRITE_LOCK = 0x6566656E6365  # "efence": the hub-wide lock (shared by ingest, exclusive for other writes)
 SCHEMA_LOCK = WRITE_LOCK + 1
@@ -514,13 +515,7 @@ class PgStore(SqliteStore):
             super()._advance(db, agent_id, res)
             return
         gaps: list[tuple[int, int]] = []
-        prev = c
-        for s in seqs:
-            if s == prev + 1 and not gaps:
-                c = s
-            elif s > prev + 1 and len(gaps) < 20:
-                gaps.append((prev + 1, s - 1))
-            prev = s
+        c = walk_seqs(c, seqs, gaps)
         if seqs:
             top = max(top, seqs[-1])
         st.head_writes[agent_id] = (c, top)

@@ -224,13 +224,7 @@ class EventsMixin(StoreBase):
                     (agent_id, inc, c, page),
                 )
             ]
-            prev = c
-            for s in seqs:
-                if s == prev + 1 and not gaps:
-                    c = s
-                elif s > prev + 1 and len(gaps) < 20:
-                    gaps.append((prev + 1, s - 1))
-                prev = s
+            c = walk_seqs(c, seqs, gaps)
             if seqs:
                 top = max(top, seqs[-1])
             if gaps or len(seqs) < page:
@@ -868,3 +862,16 @@ class EventsMixin(StoreBase):
                 now,
                 res,
             )
+
+
+def walk_seqs(c: int, seqs: list[int], gaps: list[tuple[int, int]]) -> int:
+    """Move the contiguous head `c` over the sorted stored seqs above it; the holes met (at most 20 in
+    all) are appended to `gaps`. Returns the new head. Shared by the SQLite and PostgreSQL write paths."""
+    prev = c
+    for s in seqs:
+        if s == prev + 1 and not gaps:
+            c = s
+        elif s > prev + 1 and len(gaps) < 20:
+            gaps.append((prev + 1, s - 1))
+        prev = s
+    return c

@@ -36,7 +36,7 @@ from edge_agent.device_receiver import PushReply
 from edge_agent.drivers.base import Driver, Emit
 from edge_agent.drivers.plate_camera import Deduper, PushRejected, _b64, _confidence, _text
 from edge_agent.drivers.registry import register
-from edge_agent.drivers.vision_camera import VisionCamera, VisionResult
+from edge_agent.drivers.vision_camera import VisionResult, VisionTriggered
 from edge_agent.observations import ContainerSighting
 from edge_agent.plates import normalise_container
 from firmware_configs.devices import ContainerCameraConfig
@@ -86,11 +86,13 @@ def parse_container_push(body: bytes) -> ContainerRead | PushRejected:
 
 
 @register("container_camera")
-class ContainerCameraDriver(Driver):
+class ContainerCameraDriver(VisionTriggered, Driver):
     """A container camera pushing efence container push v1, or a placeholder for `vision`."""
 
     config_type = ContainerCameraConfig
     config: ContainerCameraConfig
+
+    vision_kind = "container"
 
     def __init__(
         self,
@@ -107,7 +109,6 @@ class ContainerCameraDriver(Driver):
         self.counters = self.health.counters
         self.counters.update({"sightings": 0, "duplicates": 0, "unreadable": 0})
         self._seq = 0
-        self._vision: VisionCamera | None = None
 
     @property
     def listen_path(self) -> str | None:
@@ -117,28 +118,6 @@ class ContainerCameraDriver(Driver):
         if self.config.protocol == "vision" and self.config.enabled:
             await self.vision.run()
         await asyncio.Event().wait()  # pushes arrive through the receiver; nothing to poll
-
-    @property
-    def vision(self) -> VisionCamera:
-        """The frame reader behind a `vision` camera (created on first use)."""
-        if self._vision is None:
-            self._vision = VisionCamera(
-                self.config, "container", self.health, self._vision_result, log=self.log
-            )
-        return self._vision
-
-    def on_arming(self, at: float) -> None:
-        """The lane's arming loop became occupied: a `vision` camera reads the box now."""
-        if self.config.protocol == "vision" and self.health.enabled:
-            self.vision.trigger(at)
-
-    @property
-    def regather(self) -> Callable[[], None] | None:
-        """An officer asked for a fresh read: a `vision` camera reads again; a push camera cannot be
-        asked (None: the lane then says it waits for the camera's next report)."""
-        if self.config.protocol == "vision" and self.health.enabled:
-            return self.vision.trigger
-        return None
 
     def _vision_result(self, result: VisionResult) -> None:
         self.accept(

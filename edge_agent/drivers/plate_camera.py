@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from edge_agent.device_receiver import PushReply
 from edge_agent.drivers.base import Driver, Emit, supervise
 from edge_agent.drivers.registry import register
-from edge_agent.drivers.vision_camera import VisionCamera, VisionResult
+from edge_agent.drivers.vision_camera import VisionResult, VisionTriggered
 from edge_agent.observations import PlateSighting
 from edge_agent.plates import clean_plate_text, normalise_plate
 from firmware_configs.devices import PlateCameraConfig
@@ -354,11 +354,13 @@ class Deduper:
 
 # --------------------------------------------------------------------------- driver
 @register("plate_camera")
-class PlateCameraDriver(Driver):
+class PlateCameraDriver(VisionTriggered, Driver):
     """A plate camera: HTTP push (Hikvision, Dahua), MQTT (Frigate), or a placeholder for `vision`."""
 
     config_type = PlateCameraConfig
     config: PlateCameraConfig
+
+    vision_kind = "plate"
 
     def __init__(
         self,
@@ -375,7 +377,6 @@ class PlateCameraDriver(Driver):
         self.dedupe = Deduper(config.dedupe_window_s)
         self.counters = self.health.counters
         self.counters.update({"sightings": 0, "duplicates": 0, "ignored": 0, "unreadable": 0})
-        self._vision: VisionCamera | None = None
 
     @property
     def listen_path(self) -> str | None:
@@ -398,26 +399,6 @@ class PlateCameraDriver(Driver):
         await asyncio.Event().wait()  # push cameras: the receiver calls handle_push; nothing to poll
 
     # ------------------------------------------------------------------ vision
-    @property
-    def vision(self) -> VisionCamera:
-        """The frame reader behind a `vision` camera (created on first use)."""
-        if self._vision is None:
-            self._vision = VisionCamera(self.config, "plate", self.health, self._vision_result, log=self.log)
-        return self._vision
-
-    def on_arming(self, at: float) -> None:
-        """The lane's arming loop became occupied: a `vision` camera reads the vehicle now."""
-        if self.config.protocol == "vision" and self.health.enabled:
-            self.vision.trigger(at)
-
-    @property
-    def regather(self) -> Callable[[], None] | None:
-        """An officer asked for a fresh read: a `vision` camera reads again; a push camera cannot be
-        asked (None: the lane then says it waits for the camera's next report)."""
-        if self.config.protocol == "vision" and self.health.enabled:
-            return self.vision.trigger
-        return None
-
     def _vision_result(self, result: VisionResult) -> None:
         self.accept(
             PlateRead(

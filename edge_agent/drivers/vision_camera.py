@@ -301,3 +301,40 @@ class VisionCamera:
             colour=getattr(best, "colour", None) if self.kind == "plate" else None,
             images=images,
         )
+
+
+class VisionTriggered:
+    """What a camera driver with a `vision` mode adds: the frame reader, built on first use, read when
+    the arming loop triggers and when an officer asks again. The driver names `vision_kind` and
+    implements `_vision_result`; `config`, `health` and `log` come from `Driver`."""
+
+    vision_kind: Literal["plate", "container"]
+    config: PlateCameraConfig | ContainerCameraConfig
+    health: DeviceHealth
+    log: logging.Logger
+    _vision: VisionCamera | None = None
+
+    def _vision_result(self, result: VisionResult) -> None:
+        raise NotImplementedError
+
+    @property
+    def vision(self) -> VisionCamera:
+        """The frame reader behind a `vision` camera (created on first use)."""
+        if self._vision is None:
+            self._vision = VisionCamera(
+                self.config, self.vision_kind, self.health, self._vision_result, log=self.log
+            )
+        return self._vision
+
+    def on_arming(self, at: float) -> None:
+        """The lane's arming loop became occupied: a `vision` camera reads now."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            self.vision.trigger(at)
+
+    @property
+    def regather(self) -> Callable[[], None] | None:
+        """An officer asked for a fresh read: a `vision` camera reads again; a push camera cannot be
+        asked (None: the lane then says it waits for the camera's next report)."""
+        if self.config.protocol == "vision" and self.health.enabled:
+            return self.vision.trigger
+        return None
