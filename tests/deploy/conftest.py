@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.outbox import Outbox
+from edge_agent.uplink import Uplink
 from efence import mosquitto
+from efence.contract import AgentStatus
 from efence.ports import free_port
 
 __all__ = ["free_port"]  # the deploy tests import it from here
@@ -124,3 +127,22 @@ def make_pg_database() -> Iterator:
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
         for name in made:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def uplink_z1_gate1(tmp_path: Path, url: str) -> Uplink:
+    """The real agent uplink of checkpoint z1/gate-1 (the site broker's ACL user) on `url`."""
+
+    async def ignore(*_a: object) -> None:
+        return None
+
+    return Uplink(
+        zone="z1",
+        checkpoint="gate-1",
+        broker_url=url,
+        outbox=Outbox(tmp_path / "outbox.db", "z1/gate-1"),
+        status=lambda online: AgentStatus(
+            agent_id="z1/gate-1", zone="z1", checkpoint="gate-1", online=online
+        ),
+        on_command=ignore,
+        on_record_delta=ignore,
+    )

@@ -22,13 +22,11 @@ import pytest
 
 from central_monitor.ingest import Ingest, IngestConfig
 from central_monitor.store import SqliteStore
-from edge_agent.outbox import Outbox
-from edge_agent.uplink import Uplink
 from efence import mosquitto
-from efence.contract import AgentStatus, Topics
+from efence.contract import Topics
 from efence.mqtt_tls import MqttSecurityError, broker_security, tls_context_for
 
-from .conftest import free_port
+from .conftest import free_port, uplink_z1_gate1
 
 AGENTS = [("z1", "gate-1"), ("z1", "gate-2")]
 HUB = mosquitto.DEFAULT_HUB_USER
@@ -226,21 +224,6 @@ async def test_a_certificate_from_another_ca_is_refused(
 
 
 # ------------------------------------------------------------------ the real agent and hub
-def _uplink(tmp_path: Path, url: str) -> Uplink:
-    async def ignore(*_a: object) -> None:
-        return None
-
-    return Uplink(
-        zone="z1",
-        checkpoint="gate-1",
-        broker_url=url,
-        outbox=Outbox(tmp_path / "outbox.db", "z1/gate-1"),
-        status=lambda online: AgentStatus(
-            agent_id="z1/gate-1", zone="z1", checkpoint="gate-1", online=online
-        ),
-        on_command=ignore,
-        on_record_delta=ignore,
-    )
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
@@ -264,7 +247,7 @@ async def test_agent_and_hub_connect_with_their_certificate_files_and_no_passwor
         store, IngestConfig.from_url(mtls_broker.url, client_id=f"efence-hub-mtls-{uuid.uuid4().hex[:6]}")
     )
     _use(monkeypatch, mtls_broker.env("z1/gate-1"))
-    uplink = _uplink(tmp_path, mtls_broker.url)
+    uplink = uplink_z1_gate1(tmp_path, mtls_broker.url)
     assert ingest.config.password is None and uplink.security.password is None
     tasks = [asyncio.create_task(ingest.run()), asyncio.create_task(uplink.run())]
     try:
@@ -306,7 +289,7 @@ def test_agent_and_hub_with_wrong_tls_settings_refuse_to_start(
         url = f"mqtt://localhost:{mtls_broker.port}"
     _use(monkeypatch, env)
     with pytest.raises(MqttSecurityError, match=expected) as agent_err:
-        _uplink(tmp_path, url)
+        uplink_z1_gate1(tmp_path, url)
     with pytest.raises(MqttSecurityError, match=expected):
         IngestConfig.from_url(url)
     if setting == "missing-cert":
@@ -325,7 +308,7 @@ async def test_an_agent_whose_certificate_is_refused_keeps_retrying_tls_and_neve
             "EFENCE_MQTT_KEY_FILE": str(key),
         },
     )
-    uplink = _uplink(tmp_path, mtls_broker.url)
+    uplink = uplink_z1_gate1(tmp_path, mtls_broker.url)
     assert uplink.security.tls_context is not None
     before = mtls_broker.log()
     caplog.set_level(logging.WARNING)

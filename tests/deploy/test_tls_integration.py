@@ -11,35 +11,16 @@ import pytest
 
 from central_monitor.ingest import Ingest, IngestConfig
 from central_monitor.store import SqliteStore
-from edge_agent.outbox import Outbox
-from edge_agent.uplink import Uplink
-from efence.contract import AgentStatus, Topics
+from efence.contract import Topics
 from efence.mqtt_tls import MqttSecurityError
 
-from .conftest import SiteBroker
-
-
-def _uplink(tmp_path: Path, url: str) -> Uplink:
-    async def ignore(*_a: object) -> None:
-        return None
-
-    return Uplink(
-        zone="z1",
-        checkpoint="gate-1",
-        broker_url=url,
-        outbox=Outbox(tmp_path / "outbox.db", "z1/gate-1"),
-        status=lambda online: AgentStatus(
-            agent_id="z1/gate-1", zone="z1", checkpoint="gate-1", online=online
-        ),
-        on_command=ignore,
-        on_record_delta=ignore,
-    )
+from .conftest import SiteBroker, uplink_z1_gate1
 
 
 def test_agent_refuses_to_start_with_a_missing_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EFENCE_MQTT_CA_FILE", str(tmp_path / "missing-ca.crt"))
     with pytest.raises(MqttSecurityError, match="missing-ca.crt"):
-        _uplink(tmp_path, "mqtts://localhost:8883")
+        uplink_z1_gate1(tmp_path, "mqtts://localhost:8883")
 
 
 def test_hub_refuses_to_start_with_a_missing_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +42,7 @@ async def test_agent_and_hub_talk_over_verified_tls_with_their_own_users(
     store = SqliteStore(tmp_path / "hub.db")
     ingest = Ingest(store, IngestConfig.from_url(url, client_id="efence-hub-tls-test"))
     monkeypatch.setenv("EFENCE_MQTT_PASSWORD_FILE", str(agent_pw))
-    uplink = _uplink(tmp_path, url)
+    uplink = uplink_z1_gate1(tmp_path, url)
     assert ingest.config.tls_context is not None and uplink.security.tls_context is not None
     tasks = [asyncio.create_task(ingest.run()), asyncio.create_task(uplink.run())]
     try:
