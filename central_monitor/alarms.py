@@ -205,6 +205,16 @@ EDGE_ALIASES: dict[str, str] = {
 DEVICE_SCOPED = frozenset({"device_offline"})
 """Kinds suppressed while the whole agent is offline (its devices cannot be judged then)."""
 
+PERIMETER = "perimeter"
+"""The `lane` under which the hub files an agent's fence devices (cameras and sensors)."""
+
+
+def device_subject(agent_id: str, lane: str | None, device_id: str) -> str:
+    """The alarm subject of a device. Device ids are unique within a lane only (every lane has its `io`),
+    so a lane device is named with its lane; a fence device (no lane) by agent and id."""
+    return f"{agent_id}/{lane}/{device_id}" if lane and lane != PERIMETER else f"{agent_id}/{device_id}"
+
+
 CONDITION_KINDS = frozenset({"device_offline"})
 """Kinds that describe a lasting condition, cleared when it ends: every report while it lasts (each status
 heartbeat, the edge's own event) is the same occurrence; only a new outage after a clear counts again."""
@@ -264,16 +274,17 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
     if env.type == "alarm":
         raw = str(p.get("alarm") or p.get("kind") or "gate_exception")
         kind = EDGE_ALIASES.get(raw, raw)
-        subject = str(
-            p.get("transaction_id") or env.correlation_id or p.get("device_id") or p.get("segment") or env.id
-        )
         tid = p.get("transaction_id") or env.correlation_id
+        if p.get("device_id") and not tid:  # the same subject the device's status alarms use
+            subject = device_subject(env.agent_id, env.lane, str(p["device_id"]))
+        else:
+            subject = f"{env.agent_id}/{tid or p.get('segment') or env.id}"
         sev = p.get("severity")
         out.append(
             _scoped(
                 env,
                 kind=kind,
-                subject=f"{env.agent_id}/{subject}",
+                subject=subject,
                 message=str(p.get("detail") or p.get("message") or describe(kind).en),
                 severity=sev if sev in SEVERITY_RANK else None,
                 device_id=p.get("device_id"),

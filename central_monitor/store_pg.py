@@ -343,6 +343,14 @@ class PgStore(SqliteStore):
         self._db = PgConnection(conn, url)  # type: ignore[assignment]
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))  # workers starting together
         try:
+            old_key = conn.execute(  # devices were keyed without their lane before: re-filled by status
+                "SELECT 1 FROM information_schema.table_constraints t WHERE t.table_name='devices' "
+                "AND t.table_schema=current_schema() AND t.constraint_type='PRIMARY KEY' AND NOT EXISTS ("
+                "SELECT 1 FROM information_schema.key_column_usage k WHERE k.constraint_name=t.constraint_name "
+                "AND k.table_schema=t.table_schema AND k.column_name='lane')"
+            ).fetchone()
+            if old_key:
+                conn.execute("DROP TABLE devices")
             self._db.executescript(SCHEMA)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))

@@ -74,9 +74,9 @@ CREATE TABLE IF NOT EXISTS lanes (
     direction TEXT, line TEXT, state TEXT, locked INTEGER, barrier TEXT, light TEXT,
     last_transaction_id TEXT, updated_at TEXT, PRIMARY KEY (agent_id, lane));
 CREATE TABLE IF NOT EXISTS devices (
-    agent_id TEXT NOT NULL, device_id TEXT NOT NULL, lane TEXT, zone TEXT, checkpoint TEXT,
+    agent_id TEXT NOT NULL, device_id TEXT NOT NULL, lane TEXT NOT NULL, zone TEXT, checkpoint TEXT,
     type TEXT, enabled INTEGER, locked INTEGER, observed TEXT, last_error TEXT, counters TEXT,
-    updated_at TEXT, PRIMARY KEY (agent_id, device_id));
+    updated_at TEXT, PRIMARY KEY (agent_id, lane, device_id));
 CREATE TABLE IF NOT EXISTS alarms (
     id INTEGER PRIMARY KEY AUTOINCREMENT, dedupe_key TEXT NOT NULL, kind TEXT NOT NULL,
     severity TEXT NOT NULL, zone TEXT, checkpoint TEXT, lane TEXT, agent_id TEXT, device_id TEXT,
@@ -131,7 +131,8 @@ ZONE_WIDE_KINDS = frozenset(
     {RecordKind.VEHICLE, RecordKind.ENTERPRISE, RecordKind.DRIVER_CARD, RecordKind.RISK_INSTRUCTION}
 )
 CROSSED_STATUSES = {"2", "4"}
-PERIMETER = "perimeter"  # `lane` of an agent's fence devices (AgentStatus.fence_devices) in `devices`
+PERIMETER = alarm_rules.PERIMETER  # `lane` of an agent's fence devices (AgentStatus.fence_devices)
+device_subject = alarm_rules.device_subject
 DEFAULT_TRANSFER_MIN = 120.0
 
 
@@ -318,6 +319,9 @@ class StoreBase:
         self._db.execute("PRAGMA synchronous=FULL")  # the hub acks only what survives a power cut
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA foreign_keys=ON")
+        pk = {r[1] for r in self._db.execute("PRAGMA table_info(devices)") if r[5]}
+        if pk and "lane" not in pk:
+            self._db.execute("DROP TABLE devices")  # old key; re-filled by every agent's next status
         self._db.executescript(SCHEMA)
 
     # ----------------------------------------------------------------- plumbing

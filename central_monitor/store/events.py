@@ -29,6 +29,7 @@ from .base import (
     _row,
     _tx_public,
     _tx_upsert_sql,
+    device_subject,
 )
 
 
@@ -609,12 +610,13 @@ class EventsMixin(StoreBase):
         )
         db.execute(
             "INSERT INTO devices (agent_id, device_id, lane, zone, checkpoint, type, observed, last_error, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, device_id) DO UPDATE SET observed=excluded.observed, "
-            "last_error=excluded.last_error, updated_at=excluded.updated_at, type=coalesce(excluded.type, devices.type)",
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, lane, device_id) DO UPDATE SET "
+            "observed=excluded.observed, last_error=excluded.last_error, updated_at=excluded.updated_at, "
+            "type=coalesce(excluded.type, devices.type)",
             (
                 env.agent_id,
                 device_id,
-                env.lane,
+                env.lane or PERIMETER,  # a device outside any lane is a fence device
                 env.zone,
                 env.checkpoint,
                 p.get("type"),
@@ -655,7 +657,7 @@ class EventsMixin(StoreBase):
         now: datetime,
         res: IngestResult | StatusResult,
     ) -> None:
-        subject = f"{agent_id}/{device_id}"
+        subject = device_subject(agent_id, lane, device_id)
         if observed == "down":
             online = db.execute("SELECT online FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
             if online is not None and not online[0]:
@@ -830,8 +832,8 @@ class EventsMixin(StoreBase):
     ) -> None:
         db.execute(
             "INSERT INTO devices (agent_id, device_id, lane, zone, checkpoint, type, enabled, locked, observed, "
-            "last_error, counters, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, device_id) "
-            "DO UPDATE SET lane=excluded.lane, type=excluded.type, enabled=excluded.enabled, locked=excluded.locked, "
+            "last_error, counters, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(agent_id, lane, device_id) "
+            "DO UPDATE SET type=excluded.type, enabled=excluded.enabled, locked=excluded.locked, "
             "observed=excluded.observed, last_error=excluded.last_error, counters=excluded.counters, "
             "updated_at=excluded.updated_at",
             (

@@ -16,7 +16,7 @@ from central_monitor.records import ImportRejected
 from central_monitor.retention import RetentionConfig, prune
 from central_monitor.store import SqliteStore
 from central_monitor.timeutil import iso
-from efence.contract import EventEnvelope, RecordKind, utcnow
+from efence.contract import AgentStatus, DeviceStatus, EventEnvelope, LaneStatus, RecordKind, utcnow
 
 from .hubkit import agent_status, event, tx_event
 
@@ -297,6 +297,59 @@ def test_a_device_outage_counts_once_however_often_it_is_reported(store: SqliteS
     store.apply_status(agent_status(zone, down=("rfid-1",)), now=t0 + timedelta(hours=3, seconds=30))
     alarms = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
     assert len(alarms) == 2 and alarms[0]["ringing"] and alarms[0]["count"] == 1  # newest first
+
+
+def test_same_device_id_on_two_lanes_is_two_devices(store: SqliteStore, zone: str) -> None:
+    """Every lane has its own `io` board: one lane's board down must show and ring on that lane, and the
+    other lane's healthy `io` must neither hide it nor clear its alarm."""
+
+    def status(in_io: str, out_io: str) -> AgentStatus:
+        return AgentStatus(
+            agent_id=f"{zone}/cp1",
+            zone=zone,
+            checkpoint="cp1",
+            online=True,
+            lanes=[
+                LaneStatus(
+                    lane="in-1", devices=[DeviceStatus(device_id="io", type="io_board", observed=in_io)]
+                ),
+                LaneStatus(
+                    lane="out-1", devices=[DeviceStatus(device_id="io", type="io_board", observed=out_io)]
+                ),
+            ],
+        )
+
+    store.apply_status(status("down", "up"))
+    devices = {(d["lane"], d["device_id"]): d["observed"] for d in store.list_devices()}
+    assert devices == {("in-1", "io"): "down", ("out-1", "io"): "up"}
+    (alarm,) = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
+    assert alarm["lane"] == "in-1" and alarm["cleared_at"] is None
+    store.ingest([event(f"{zone}/cp1", 1, "device_health", device_id="io", observed="up", lane="out-1")])
+    (alarm,) = [a for a in store.list_alarms() if a["kind"] == "device_offline"]
+    assert alarm["cleared_at"] is None  # out-1's io being up says nothing about in-1's
+    store.apply_status(status("up", "down"))
+    alarms = {a["lane"]: a for a in store.list_alarms() if a["kind"] == "device_offline"}
+    assert alarms["in-1"]["cleared_at"] is not None and alarms["out-1"]["cleared_at"] is None
+
+
+def test_an_old_store_with_devices_keyed_without_lane_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE devices (agent_id TEXT NOT NULL, device_id TEXT NOT NULL, lane TEXT, zone TEXT, "
+        "checkpoint TEXT, type TEXT, enabled INTEGER, locked INTEGER, observed TEXT, last_error TEXT, "
+        "counters TEXT, updated_at TEXT, PRIMARY KEY (agent_id, device_id))"
+    )
+    db.execute("INSERT INTO devices (agent_id, device_id, lane) VALUES ('z/cp', 'io', 'in-1')")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        pk = [r[1] for r in store._db.execute("PRAGMA table_info(devices)") if r[5]]
+        assert set(pk) == {"agent_id", "lane", "device_id"}
+        assert store.list_devices() == []  # derived state: every agent's next status fills it again
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------ audit
