@@ -183,6 +183,13 @@ CATALOGUE: dict[str, AlarmKind] = {
             "Upload backlog",
             "A checkpoint cannot deliver its events; check its link to the hub.",
         ),
+        AlarmKind(
+            "outbox_filling",
+            "critical",
+            "上传队列将满",
+            "Outbox nearing its bounds",
+            "Restore the checkpoint's link now: at a bound it sheds telemetry (never decisions or alarms).",
+        ),
     ]
 }
 
@@ -213,6 +220,23 @@ def device_subject(agent_id: str, lane: str | None, device_id: str) -> str:
     """The alarm subject of a device. Device ids are unique within a lane only (every lane has its `io`),
     so a lane device is named with its lane; a fence device (no lane) by agent and id."""
     return f"{agent_id}/{lane}/{device_id}" if lane and lane != PERIMETER else f"{agent_id}/{device_id}"
+
+
+CLEARED_BY: dict[str, str] = {"outbox_recovered": "outbox_filling"}
+"""Edge alarm names that end another alarm's condition (cleared, still ringing until acknowledged)
+rather than ring one of their own."""
+
+AGENT_SCOPED = frozenset({"outbox_filling"})
+"""Edge alarms about the agent as a whole: one alarm per agent, whatever event reported it."""
+
+
+def clears_from_event(env: EventEnvelope) -> list[str]:
+    """Dedupe keys of the alarms an edge event says are over (`outbox_recovered` → `outbox_filling`)."""
+    if env.type != "alarm":
+        return []
+    raw = str(env.payload.get("alarm") or env.payload.get("kind") or "")
+    ended = CLEARED_BY.get(raw)
+    return [f"{ended}|{env.agent_id}"] if ended else []
 
 
 CONDITION_KINDS = frozenset({"device_offline"})
@@ -274,8 +298,12 @@ def from_event(env: EventEnvelope) -> list[AlarmSpec]:
     if env.type == "alarm":
         raw = str(p.get("alarm") or p.get("kind") or "gate_exception")
         kind = EDGE_ALIASES.get(raw, raw)
+        if raw in CLEARED_BY:
+            return out  # it ends another alarm (clears_from_event); nothing of its own rings
         tid = p.get("transaction_id") or env.correlation_id
-        if p.get("device_id") and not tid:  # the same subject the device's status alarms use
+        if kind in AGENT_SCOPED:
+            subject = env.agent_id
+        elif p.get("device_id") and not tid:  # the same subject the device's status alarms use
             subject = device_subject(env.agent_id, env.lane, str(p["device_id"]))
         else:
             subject = f"{env.agent_id}/{tid or p.get('segment') or env.id}"

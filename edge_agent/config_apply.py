@@ -268,6 +268,7 @@ class ConfigApplier:
         was_online = False
         while True:
             if self._restart_why:
+                agent.uplink.restarting = True  # back within seconds: the wall need not see it offline
                 raise ConfigRestart(self._restart_why)
             online = agent.uplink.online
             if online and not was_online:

@@ -104,6 +104,7 @@ class Uplink:
         self.wake = asyncio.Event()
         self.connected = False
         self.hub_online = False
+        self.restarting = False  # set just before a planned restart: no offline status on the way out
         self.hub_instance: str | None = None
         self.rejected = 0
         self._client: aiomqtt.Client | None = None
@@ -193,8 +194,10 @@ class Uplink:
                 )
             except asyncio.CancelledError:
                 # a clean stop: the broker sends the last will only when a link breaks, so the retained
-                # status would say "online" until the hub's silence timeout; say it ourselves
-                await self._say_offline(client)
+                # status would say "online" until the hub's silence timeout; say it ourselves — unless
+                # the agent restarts into a pushed config at once (its next run says online again)
+                if not self.restarting:
+                    await self._say_offline(client)
                 raise
             finally:
                 self.connected = False
@@ -205,7 +208,8 @@ class Uplink:
         topic = Topics.status(self.zone, self.checkpoint)
         try:
             async with asyncio.timeout(1.0):
-                await client.publish(topic, self.status(False).to_bytes(), qos=1, retain=True)
+                stopped = self.status(False).model_copy(update={"offline_reason": "stopped"})
+                await client.publish(topic, stopped.to_bytes(), qos=1, retain=True)
             log.info("uplink %s: stopped; offline status published", self.agent_id)
         except Exception as exc:  # noqa: BLE001 — best effort: the hub's silence timeout still catches it
             log.warning("uplink %s: could not publish the offline status on stop: %s", self.agent_id, exc)

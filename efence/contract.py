@@ -323,6 +323,11 @@ class AgentStatus(Message):
     outbox_depth: int = 0
     outbox_oldest_age_s: float = 0.0
     last_seq: int = 0
+    offline_reason: Literal["", "link_lost", "stopped"] = Field(
+        "",
+        description="Why an offline status was sent: `` or `link_lost` (the last will: the link broke), "
+        "`stopped` (a clean stop: service stop, upgrade).",
+    )
     lanes: list[LaneStatus] = Field(default_factory=list)
     fence_devices: list[DeviceStatus] = Field(
         default_factory=list,

@@ -283,6 +283,10 @@ class EventsMixin(StoreBase):
             self._apply_lane_state(db, env, now, res)
         for spec in alarm_rules.from_event(env):
             self._ring(db, spec, now, res.live)
+        for key in alarm_rules.clears_from_event(env):
+            db.execute(
+                "UPDATE alarms SET cleared_at=? WHERE dedupe_key=? AND cleared_at IS NULL", (iso(now), key)
+            )
 
     def _apply_transaction(
         self, db: sqlite3.Connection, env: EventEnvelope, now: datetime, res: IngestResult
@@ -756,10 +760,14 @@ class EventsMixin(StoreBase):
                 self._apply_fence_devices(db, status, now, res)
             subject = status.agent_id
             if not status.online and was_online is not False:
+                stopped = status.offline_reason == "stopped"
                 spec = alarm_rules.AlarmSpec(
                     kind="agent_offline",
                     subject=subject,
-                    message=f"Checkpoint {status.name or status.agent_id} lost its link to the hub",
+                    message=f"Checkpoint {status.name or status.agent_id} "
+                    + ("was stopped (service stop or upgrade)" if stopped else "lost its link to the hub"),
+                    severity="warning" if stopped else None,
+                    details={"offline_reason": status.offline_reason or "link_lost"},
                     zone=status.zone,
                     checkpoint=status.checkpoint,
                     agent_id=status.agent_id,

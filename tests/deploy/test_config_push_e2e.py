@@ -179,6 +179,8 @@ async def test_changed_config_is_applied_and_the_same_again_is_unchanged(tmp_pat
         assert row["started_at"] != first["started_at"], "the agent restarted to run v2"
         first_v2_start = row["started_at"]
         assert s.agent.poll() is None  # re-executed in place: same process, same pid
+        alarms = (await s.http.get("/api/alarms")).json()
+        assert not [a for a in alarms if a["kind"] == "agent_offline"], "a planned restart rang agent_offline"
         assert (tmp_path / "edge" / "config" / "active.yaml").read_text() == v2
         lanes = (await s.http.get("/api/lanes")).json()
         assert {lane["config_version"] for lane in lanes if lane["agent_id"] == AGENT_ID} == {

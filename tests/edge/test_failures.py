@@ -404,9 +404,14 @@ async def test_a_clean_stop_says_offline_at_once(tmp_path):
         await asyncio.to_thread(site.agent.wait, 15)
         found = await _fetch_status(site.broker_url, site.agent_id, 1.0)
         assert found and found[0].online is False, "the retained status still says online"
+        assert found[0].offline_reason == "stopped"
         await site.wait_for(
             lambda: site.hub_rows("SELECT online FROM agents WHERE agent_id=?", (site.agent_id,)) == [(0,)],
             5,
             "the hub to see the agent offline",
         )
         assert "offline status published" in site.agent_log_tail()
+        ((severity, message),) = site.hub_rows(
+            "SELECT severity, message FROM alarms WHERE kind='agent_offline' AND agent_id=?", (site.agent_id,)
+        )
+        assert severity == "warning" and "was stopped" in message  # planned, not a lost link

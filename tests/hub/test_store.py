@@ -299,6 +299,19 @@ def test_a_device_outage_counts_once_however_often_it_is_reported(store: SqliteS
     assert len(alarms) == 2 and alarms[0]["ringing"] and alarms[0]["count"] == 1  # newest first
 
 
+def test_outbox_alarm_is_one_per_agent_and_recovery_clears_it(store: SqliteStore, zone: str) -> None:
+    agent = f"{zone}/cp1"
+    filling = {"alarm": "outbox_filling", "severity": "critical", "detail": "outbox 80% full"}
+    store.ingest(
+        [event(agent, 1, "alarm", lane=None, **filling), event(agent, 2, "alarm", lane=None, **filling)]
+    )
+    (alarm,) = store.list_alarms()
+    assert (alarm["kind"], alarm["subject"], alarm["cleared_at"]) == ("outbox_filling", agent, None)
+    store.ingest([event(agent, 3, "alarm", lane=None, alarm="outbox_recovered", severity="info")])
+    (alarm,) = store.list_alarms()  # no alarm of its own: it ends the first one's condition
+    assert alarm["kind"] == "outbox_filling" and alarm["cleared_at"] is not None and alarm["ringing"]
+
+
 def test_same_device_id_on_two_lanes_is_two_devices(store: SqliteStore, zone: str) -> None:
     """Every lane has its own `io` board: one lane's board down must show and ring on that lane, and the
     other lane's healthy `io` must neither hide it nor clear its alarm."""
