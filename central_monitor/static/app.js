@@ -176,7 +176,8 @@ function cameraLabel(a) {
 function alarmSnaps(a) {
   const imgs = a.evidence || [];
   if (imgs.length) {
-    return `<div class="alarm-snaps">${imgs.slice(0, 3).map((e) => `<button type="button" class="thumb" data-img="${esc(e.url)}" title="${esc(e.name)}">
+    // the fence snapshot large (it is what the room acts on); a gate exception's lane images small
+    return `<div class="alarm-snaps${a.kind.startsWith("perimeter") ? "" : " small"}">${imgs.slice(0, 3).map((e) => `<button type="button" class="thumb" data-img="${esc(e.url)}" title="${esc(e.name)}">
       <img src="${esc(e.url)}" alt="${esc(e.name)}"></button>`).join("")}<span class="snap-label">${esc(cameraLabel(a))}</span></div>`;
   }
   return snapshotPending(a) ? `<div class="alarm-snaps pending"><span class="snap-label">${esc(cameraLabel(a))} · 抓拍上传中 snapshot on its way…</span></div>` : "";
