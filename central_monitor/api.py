@@ -47,6 +47,7 @@ from .live import LiveBus
 from .metrics import exposition
 from .records import ImportRejected, field_table, infer_kind, parse_file
 from .store import AuthUser, HubStore
+from .store.evidence import evidence_public
 
 log = logging.getLogger("efence.hub.api")
 
@@ -348,7 +349,7 @@ def create_app(
         tx = await call(s.get_transaction, transaction_id)
         if not tx:
             raise HTTPException(404, "no such transaction")
-        tx["evidence"] = [_evidence_public(e) for e in await call(s.list_evidence, transaction_id)]
+        tx["evidence"] = [evidence_public(e) for e in await call(s.list_evidence, transaction_id)]
         return tx
 
     # ----------------------------------------------------------------- evidence images
@@ -393,7 +394,12 @@ def create_app(
             raise HTTPException(exc.status, exc.reason) from None
         await asyncio.to_thread(files.put, sha256, ctype, bytes(body))  # file first: a row never dangles
         row, created = await call(s.add_evidence, transaction_id, agent_id, name, sha256, ctype, len(body))
-        return JSONResponse(_evidence_public(row) | {"created": created}, status_code=201 if created else 200)
+        public = evidence_public(row)
+        if created:
+            # a fence snapshot is uploaded after its alarm was pushed (the uploader runs on its own):
+            # name the incident/transaction so a wall showing that alarm adds the picture without reloading
+            live.publish({"type": "evidence", "data": public})
+        return JSONResponse(public | {"created": created}, status_code=201 if created else 200)
 
     @app.get("/api/evidence/{image_id}", tags=["evidence"], response_class=FileResponse)
     async def evidence_image(image_id: int, user: Viewer) -> FileResponse:
@@ -433,7 +439,13 @@ def create_app(
     async def alarms(
         user: Viewer, ringing: bool | None = None, limit: Annotated[int, Query(ge=1, le=2000)] = 200
     ) -> list[dict[str, Any]]:
-        """Alarms, ringing first, then by severity. `ringing=true` for the unacknowledged queue."""
+        """Alarms, ringing first, then by severity. `ringing=true` for the unacknowledged queue.
+
+        Each has `evidence`: the pictures linked to it (a perimeter alarm's fence snapshot by
+        `details.incident_id`, a gate exception's lane images by `details.transaction_id`), as on
+        `GET /api/transactions/{id}`; [] while none has arrived. A picture arriving later is pushed
+        on `/api/stream` as an `evidence` event naming its `transaction_id` (the incident id).
+        """
         return await call(s.list_alarms, ringing, limit)
 
     @app.get("/api/alarms/kinds", tags=["alarms"])
@@ -477,7 +489,8 @@ def create_app(
 
     @app.get("/api/stream", tags=["monitoring"])
     async def stream(request: Request, user: Viewer) -> StreamingResponse:
-        """Server-Sent Events: `transaction`, `alarm`, `lane`, `agent`, `device`, `command`, `resync`."""
+        """Server-Sent Events: `transaction`, `alarm`, `lane`, `agent`, `device`, `command`, `config`,
+        `evidence` (a new picture: an evidence row with `url`, keyed by `transaction_id`), `resync`."""
 
         async def gen() -> Any:
             async with live.subscribe() as q:
@@ -718,7 +731,3 @@ def create_app(
     if static_dir.is_dir():
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     return app
-
-
-def _evidence_public(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "url": f"/api/evidence/{row['id']}"}

@@ -149,11 +149,58 @@ function projector(points) {
   const ox = MAP_PAD.left + (w - (x1 - x0) * scale) / 2, oy = MAP_PAD.top + (h - (y1 - y0) * scale) / 2;
   return (p) => ({ x: ox + (p[1] * k - x0) * scale, y: oy + (-p[0] - y0) * scale });
 }
-function segmentAlarm(zone, seg, ringing) {
-  const hits = ringing.filter((a) => a.zone === zone && a.kind.startsWith("perimeter") &&
+function segmentHits(zone, seg, ringing) {
+  return ringing.filter((a) => a.zone === zone && a.kind.startsWith("perimeter") &&
     ((a.subject || "").endsWith(`/${seg.id}`) || (a.details && (a.details.segment === seg.id || a.details.segment_id === seg.id))));
+}
+function segmentAlarm(zone, seg, ringing) {
+  const hits = segmentHits(zone, seg, ringing);
   if (hits.some((a) => a.kind === "perimeter_intrusion")) return "intrusion";
   return hits.length ? "tamper" : null;
+}
+
+// ------------------------------------------------------------------ linked camera (DOMAIN.md §5)
+// A perimeter alarm "pops up the linked camera": the edge uploads the fence camera's snapshot as
+// evidence keyed by the alarm's incident id; GET /api/alarms and the `alarm` push carry it as
+// `evidence`, and a snapshot arriving later comes as an `evidence` push (applyLive). Gate exceptions
+// show their lane images the same way (keyed by transaction id).
+function evidenceKey(a) {
+  const d = a.details || {};
+  return d.incident_id || d.transaction_id || null;
+}
+function snapshotPending(a) { return a.ringing && !(a.evidence || []).length && Boolean(a.details && a.details.snapshot); }
+function cameraLabel(a) {
+  const cam = a.details && a.details.camera_id;
+  return a.kind.startsWith("perimeter") ? `联动摄像机 Linked camera${cam ? ` ${cam}` : ""}` : "抓拍 Camera images";
+}
+function alarmSnaps(a) {
+  const imgs = a.evidence || [];
+  if (imgs.length) {
+    // the fence snapshot large (it is what the room acts on); a gate exception's lane images small
+    return `<div class="alarm-snaps${a.kind.startsWith("perimeter") ? "" : " small"}">${imgs.slice(0, 3).map((e) => `<button type="button" class="thumb" data-img="${esc(e.url)}" title="${esc(e.name)}">
+      <img src="${esc(e.url)}" alt="${esc(e.name)}"></button>`).join("")}<span class="snap-label">${esc(cameraLabel(a))}</span></div>`;
+  }
+  return snapshotPending(a) ? `<div class="alarm-snaps pending"><span class="snap-label">${esc(cameraLabel(a))} · 抓拍上传中 snapshot on its way…</span></div>` : "";
+}
+// The picture at the red segment: one popup per zone, for its newest ringing perimeter alarm that has
+// (or awaits) a snapshot, drawn beside the segment towards the zone's middle and tied to it by a line.
+const POP_W = 210, POP_H = 150;
+function drawCameraPopup(svg, a, mid, centre) {
+  const imgs = a.evidence || [];
+  const left = centre.x < mid.x;
+  const x = Math.min(Math.max(left ? mid.x - 14 - POP_W : mid.x + 14, 2), MAP_W - POP_W - 2);
+  const y = Math.min(Math.max(mid.y - POP_H / 2, MAP_PAD.top), MAP_H - POP_H - 2);  // below the zone title
+  const ex = Math.min(Math.max(mid.x, x), x + POP_W), ey = Math.min(Math.max(mid.y, y), y + POP_H);
+  svgEl("line", { x1: mid.x, y1: mid.y, x2: ex, y2: ey, class: "cam-pop-line" }, svg);
+  const fo = svgEl("foreignObject", { x, y, width: POP_W, height: POP_H, class: "cam-pop",
+    "data-alarm": a.id, "data-segment": (a.details && a.details.segment) || "" }, svg);
+  const box = document.createElement("div");
+  box.className = "cam-pop-box";
+  const e = imgs[0];
+  box.innerHTML = (e ? `<button type="button" class="thumb" data-img="${esc(e.url)}" title="${esc(e.name)}"><img src="${esc(e.url)}" alt="${esc(e.name)}"></button>`
+    : `<div class="cam-pop-wait">抓拍上传中<br>snapshot on its way…</div>`) +
+    `<div class="cam-pop-cap" title="${esc(cameraLabel(a))} · ${hhmmss(a.raised_at)}">联动 Linked ${esc((a.details && a.details.camera_id) || "")}</div>`;
+  fo.appendChild(box);
 }
 function drawCheckpoint(svg, p, agentId, cpName, lanes, inward) {
   const a = state.agents.get(agentId);
@@ -187,6 +234,7 @@ function renderGeoZone(svg, zone, geo, checkpoints, lanes, ringing, anyOnline) {
   const cx = ring.reduce((s, p) => s + p.x, 0) / ring.length, cy = ring.reduce((s, p) => s + p.y, 0) / ring.length;
   svgEl("path", { d: "M" + ring.map((p) => `${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" L") + " Z", class: "fence-area" }, svg);
   const labels = [];
+  let popup = null;
   for (const seg of geo.segments) {
     const alarm = segmentAlarm(zone, seg, ringing);
     const st = alarm || (anyOnline ? "ok" : "blind");
@@ -196,6 +244,9 @@ function renderGeoZone(svg, zone, geo, checkpoints, lanes, ringing, anyOnline) {
     if (alarm) {
       const mid = proj(seg.path[Math.floor(seg.path.length / 2)]);
       labels.push([mid, `${seg.id} ${alarm === "intrusion" ? "入侵" : "破坏"}`]);
+      for (const a of segmentHits(zone, seg, ringing)) {
+        if (((a.evidence || []).length || snapshotPending(a)) && (!popup || a.id > popup[0].id)) popup = [a, mid];
+      }
     }
   }
   const known = new Set();
@@ -211,6 +262,7 @@ function renderGeoZone(svg, zone, geo, checkpoints, lanes, ringing, anyOnline) {
     const p = ring[Math.floor((ring.length * (i + 0.5)) / extra.length)];
     drawCheckpoint(svg, p, id, null, lanes.filter((l) => l.agent_id === id), { x: cx - p.x, y: cy - p.y });
   });
+  if (popup) drawCameraPopup(svg, popup[0], popup[1], { x: cx, y: cy });
   for (const [p, text] of labels) {  // on top of everything: the one thing the room must not miss
     svgEl("text", { x: p.x, y: p.y - 10, "text-anchor": "middle", class: "seg-label" }, svg).textContent = text;
   }
@@ -306,9 +358,35 @@ function renderAlarms() {
         <span class="sev ${esc(a.severity)}">${esc(a.severity)}</span></div>
       <div class="alarm-where">${esc(zoneName(a.zone))} ${esc(a.checkpoint || "")} ${esc(a.lane || "")} · ${hhmmss(a.raised_at)}${a.count > 1 ? ` · ×${a.count}` : ""}${a.cleared_at ? " · 已恢复 cleared" : ""}</div>
       <div class="alarm-msg">${esc(a.message)}</div>
+      ${alarmSnaps(a)}
       ${a.ringing ? `<div class="alarm-action">${esc(a.action)}</div>` : `<div class="acked-by">已确认 acked: ${esc(a.acked_by)} ${hhmmss(a.acked_at)} ${esc(a.ack_note || "")}</div>`}
       ${a.ringing && can("operator") ? `<div><button class="ack-btn" data-ack="${a.id}">确认 Acknowledge</button></div>` : ""}
     </li>`).join("") || `<li class="muted">无报警 · no alarms</li>`;
+  recheckSnapshots();
+}
+// Belt and braces for the `evidence` push (lost when the screen reconnects, or when another hub
+// instance took the upload): an alarm still awaiting its snapshot re-fetches the ringing list once.
+const SNAPSHOT_RECHECK_MS = 20000;
+const snapshotRechecked = new Set();
+function recheckSnapshots() {
+  const waiting = [...state.alarms.values()].filter((a) => snapshotPending(a) && !snapshotRechecked.has(a.id));
+  if (!waiting.length) return;
+  for (const a of waiting) snapshotRechecked.add(a.id);
+  setTimeout(async () => {
+    try {
+      for (const a of await api("/api/alarms?ringing=true&limit=150")) mergeEvidence(a.id, a.evidence);
+      renderAlarms(); renderMap();
+    } catch (e) { console.warn(e); }
+  }, SNAPSHOT_RECHECK_MS);
+}
+function mergeEvidence(alarmId, items) {
+  const a = state.alarms.get(alarmId);
+  if (!a || !items || !items.length) return false;
+  const have = new Map((a.evidence || []).map((e) => [e.id, e]));
+  const before = have.size;
+  for (const e of items) have.set(e.id, e);
+  a.evidence = [...have.values()].sort((x, y) => x.id - y.id);
+  return have.size !== before;
 }
 function sevRank(s) { return s === "critical" ? 2 : s === "warning" ? 1 : 0; }
 
@@ -389,7 +467,7 @@ function renderDevices() {
 function connectLive() {
   const es = new EventSource("/api/stream");
   es.addEventListener("hello", () => { setLive(true); loadAll().catch(console.warn); });
-  for (const type of ["transaction", "alarm"]) {
+  for (const type of ["transaction", "alarm", "evidence"]) {
     es.addEventListener(type, (ev) => {
       const data = JSON.parse(ev.data);
       remember(type, data);
@@ -430,8 +508,16 @@ function applyLive(type, data, render) {
     if (render) kpisSoon();
   } else if (type === "alarm") {
     const old = state.alarms.get(data.id);
-    if (!old || !old.acked_at || data.acked_at) state.alarms.set(data.id, data);  // an ack is never undone
+    if (!old || !old.acked_at || data.acked_at) {  // an ack is never undone
+      state.alarms.set(data.id, data);
+      if (old) mergeEvidence(data.id, old.evidence);  // nor is a picture already shown
+    }
     if (render) { renderAlarms(); renderMap(); }
+  } else if (type === "evidence") {
+    // a new picture (a fence snapshot uploads after its alarm rang): add it to the alarms it belongs to
+    let changed = false;
+    for (const a of state.alarms.values()) if (evidenceKey(a) === data.transaction_id) changed = mergeEvidence(a.id, [data]) || changed;
+    if (changed && render) { renderAlarms(); renderMap(); }
   }
 }
 
@@ -464,6 +550,8 @@ document.addEventListener("click", async (ev) => {
     $("ack-dialog").showModal();
     return;
   }
+  const thumb = ev.target.closest("button[data-img]");
+  if (thumb) { openImage(thumb.dataset.img, thumb.title); return; }
   const act = ev.target.closest("[data-act]");
   if (act) { openCommand(act.dataset.act, act.dataset.lane); return; }
   const row = ev.target.closest("tr[data-tx]");
@@ -530,14 +618,13 @@ async function showTx(id) {
   $("tx-dialog").showModal();
 }
 
-$("tx-body").addEventListener("click", (ev) => {
-  const thumb = ev.target.closest("button[data-img]");
-  if (!thumb) return;
-  $("img-full").src = thumb.dataset.img;
-  $("img-full").alt = thumb.title;
-  $("img-caption").textContent = thumb.title;
+// the image viewer: a thumbnail in the transaction dialog, an alarm card or the map's camera popup
+function openImage(url, title) {
+  $("img-full").src = url;
+  $("img-full").alt = title;
+  $("img-caption").textContent = title;
   $("img-dialog").showModal();
-});
+}
 
 $("search").addEventListener("submit", async (ev) => {
   ev.preventDefault();

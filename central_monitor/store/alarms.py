@@ -1,4 +1,8 @@
-"""Alarms: raise with duplicate suppression, occurrence counting and re-arm cooldown; acknowledge; list."""
+"""Alarms: raise with duplicate suppression, occurrence counting and re-arm cooldown; acknowledge; list.
+
+Every alarm these return (and so every live `alarm` push) carries `evidence`: the camera pictures linked
+to it (`evidence.attach_alarm_evidence`), [] when none has arrived (yet).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from .base import (
     _j,
     _row,
 )
+from .evidence import attach_alarm_evidence
 
 
 class AlarmsMixin(StoreBase):
@@ -85,7 +90,7 @@ class AlarmsMixin(StoreBase):
         )
         self._new_occurrence(db, cur.lastrowid, spec)
         row = db.execute("SELECT * FROM alarms WHERE id=?", (cur.lastrowid,))
-        return _alarm_public(_row(row, row.fetchone()))
+        return attach_alarm_evidence(db, [_alarm_public(_row(row, row.fetchone()))])[0]
 
     @staticmethod
     def _new_occurrence(db: sqlite3.Connection, alarm_id: int, spec: alarm_rules.AlarmSpec) -> bool:
@@ -111,15 +116,18 @@ class AlarmsMixin(StoreBase):
                 )
                 self._audit(db, user, "alarm.ack", str(alarm_id), {"note": note}, now)
             row = db.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,))
-            return _alarm_public(_row(row, row.fetchone()))
+            return attach_alarm_evidence(db, [_alarm_public(_row(row, row.fetchone()))])[0]
 
     def list_alarms(self, ringing: bool | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Ringing first, then by severity, newest first; each with its `evidence` (two queries in all)."""
         where = (
             "" if ringing is None else ("WHERE acked_at IS NULL" if ringing else "WHERE acked_at IS NOT NULL")
         )
-        rows = self._all(
-            f"SELECT * FROM alarms {where} ORDER BY (acked_at IS NULL) DESC, "  # noqa: S608
-            "CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, id DESC LIMIT ?",
-            (limit,),
-        )
-        return [_alarm_public(r) for r in rows]
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT * FROM alarms {where} ORDER BY (acked_at IS NULL) DESC, "  # noqa: S608
+                "CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, id DESC LIMIT ?",
+                (limit,),
+            )
+            rows = [_alarm_public(_row(cur, r)) for r in cur.fetchall()]
+            return attach_alarm_evidence(self._db, rows)
