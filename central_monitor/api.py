@@ -497,7 +497,8 @@ def create_app(
                 yield "retry: 2000\nevent: hello\ndata: {}\n\n"
                 while True:
                     try:
-                        item = await asyncio.wait_for(q.get(), 15.0)
+                        async with asyncio.timeout(15.0):  # not wait_for: it can swallow a cancellation
+                            item = await q.get()
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue

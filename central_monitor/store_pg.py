@@ -306,7 +306,7 @@ class PgConnection:
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> _Cursor:
         q, _ = translate(sql, True)
-        with self.conn.cursor() as cur:
+        with self.live().cursor() as cur:
             cur.executemany(q, [[_param(p) for p in row] for row in seq])
             return _Cursor(cur, False)
 

@@ -59,6 +59,16 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    zones_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The site's zone configs (e.g. /etc/efence/zones): the wall map is drawn from their fence "
+            "geometry and checkpoint locations. Default: the zones shipped with efence.",
+            exists=True,
+            file_okay=False,
+            envvar="EFENCE_ZONES_DIR",
+        ),
+    ] = None,
 ) -> None:
     """Run ingest, the HTTP API and the dashboard until Ctrl-C.
 
@@ -78,6 +88,7 @@ def run(
         client_id=client_id,
         log_level=log_level.lower(),
         retention=retention_cfg,
+        zones_dir=zones_dir,
     )
     out.print(f"hub on [bold]{hub.url}[/bold]  store {hub.store.url}  broker {broker}")
     with contextlib.suppress(KeyboardInterrupt):

@@ -94,9 +94,19 @@ def test_hub_run_serves_and_stops_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
         hub.app, ["create-admin", "admin", "--db", str(db)], env={"EFENCE_ADMIN_PASSWORD": "s3cret-pass"}
     )
     assert r.exit_code == 0
+    from firmware_configs.loader import ZONES_DIR
+
+    site_zones = (
+        tmp_path / "zones"
+    )  # a site with one zone: the wall map shows the site's, not the shipped four
+    site_zones.mkdir()
+    (site_zones / "yangshan-port.yaml").write_text(
+        (ZONES_DIR / "yangshan-port.yaml").read_text("utf-8"), "utf-8"
+    )
     code = "import sys; from efence.commands.hub import app; sys.argv[0] = 'efence hub'; app()"
     cmd = [sys.executable, "-c", code, "run", "--db", str(db), "--port", str(port),
-           "--client-id", f"test-cli-hub-{uuid.uuid4().hex[:6]}", "--log-level", "warning"]  # fmt: skip
+           "--client-id", f"test-cli-hub-{uuid.uuid4().hex[:6]}", "--log-level", "warning",
+           "--zones-dir", str(site_zones)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
         deadline = time.monotonic() + 20
@@ -113,6 +123,8 @@ def test_hub_run_serves_and_stops_on_ctrl_c_within_5_s(tmp_path: Path) -> None:
         login = {"username": "admin", "password": "s3cret-pass"}
         token = httpx.post(f"http://127.0.0.1:{port}/api/login", json=login).json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
+        site_map = httpx.get(f"http://127.0.0.1:{port}/api/map", headers=headers).json()
+        assert [z["id"] for z in site_map["zones"]] == ["yangshan-port"]
         # a dashboard is still connected to the live stream when Ctrl-C comes
         with httpx.stream(
             "GET", f"http://127.0.0.1:{port}/api/stream", headers=headers, timeout=10
