@@ -62,10 +62,19 @@ class AlarmsMixin(StoreBase):
                 if not self._new_occurrence(db, alarm_id, spec):
                     db.execute("UPDATE alarms SET last_seen_at=? WHERE id=?", (iso(now), alarm_id))
                     return None
+                # the latest occurrence's details (its incident, snapshot, position): the room looks at
+                # what is happening now, and the card's linked-camera picture follows `details`
                 db.execute(
-                    "UPDATE alarms SET count=count+1, last_seen_at=?, "
+                    "UPDATE alarms SET count=count+1, last_seen_at=?, message=?, details=coalesce(?, details), "
+                    "event_id=coalesce(?, event_id), "
                     "cleared_at=CASE WHEN acked_at IS NULL THEN NULL ELSE cleared_at END WHERE id=?",
-                    (iso(now), alarm_id),
+                    (
+                        iso(now),
+                        spec.message,
+                        _j(spec.details) if spec.details else None,
+                        spec.event_id,
+                        alarm_id,
+                    ),
                 )
                 return None
         cur = db.execute(

@@ -465,9 +465,12 @@ def test_one_gate_exception_reported_by_edge_and_hub_counts_once(store: SqliteSt
     assert gate == {f"{agent}/t1": 1, f"{agent}/t2": 1}
     # repeated real occurrences on one still-ringing alarm are still counted
     for seq in (5, 6):
-        store.ingest([event(agent, seq, "perimeter", kind="intrusion", segment="F-07")])
+        store.ingest(
+            [event(agent, seq, "perimeter", kind="intrusion", segment="F-07", incident_id=f"inc-{seq}")]
+        )
     (intrusion,) = [a for a in store.list_alarms() if a["kind"] == "perimeter_intrusion"]
     assert intrusion["count"] == 2
+    assert intrusion["details"]["incident_id"] == "inc-6"  # the card shows what is happening now
 
 
 # ------------------------------------------------------------------ retention
