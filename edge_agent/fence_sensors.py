@@ -252,13 +252,32 @@ class FenceSensorWatch:
 
     # ------------------------------------------------------------------ reports, in order
     async def _reporter(self) -> None:
-        while True:
-            report = await self._queue.get()
-            try:
-                await self._send(report)
-            except Exception:  # noqa: BLE001 — one report failing (disk) must not stop the others
-                log.exception("fence sensor %s: %s not recorded", report.state.sensor.id, report.what)
-            self.on_event()
+        try:
+            while True:
+                report = await self._queue.get()
+                try:
+                    await self._send(report)
+                except Exception:  # noqa: BLE001 — one report failing (disk) must not stop the others
+                    log.exception("fence sensor %s: %s not recorded", report.state.sensor.id, report.what)
+                self.on_event()
+        except asyncio.CancelledError:
+            await self._flush_on_stop()
+            raise
+
+    async def _flush_on_stop(self) -> None:
+        """The agent is stopping: write what is still queued (an alarm seen a moment before the stop must
+        not vanish), without waiting for snapshots; bounded, so a stuck disk cannot hold the stop."""
+        self.stopping = True
+        left = self._queue.qsize()
+        try:
+            async with asyncio.timeout(2.0):
+                while not self._queue.empty():
+                    await self._send(self._queue.get_nowait())
+        except Exception as exc:  # noqa: BLE001 — logged with how much was lost
+            log.error("fence sensors: %d report(s) not recorded at stop: %s", self._queue.qsize() + 1, exc)
+        else:
+            if left:
+                log.info("fence sensors: %d pending report(s) recorded at stop", left)
 
     async def _send(self, r: _Report) -> None:
         s, seg = r.state.sensor, r.state.segment
@@ -313,17 +332,20 @@ class FenceSensorWatch:
         s, seg = r.state.sensor, r.state.segment
         stamp = r.incident
         incident_id = f"{self.agent_id}/perimeter-{stamp}"
-        snap = await self._snapshot(seg.id)
-        name, path = None, None
-        if snap is not None:
-            camera_id, jpeg = snap
-            name = f"{self.agent_id.replace('/', '_')}_perimeter-{stamp}-{camera_id}-snapshot.jpg"
-            path = self.evidence_dir / r.when.strftime("%Y%m%d") / "perimeter" / name
-            try:
-                await asyncio.to_thread(_write, path, jpeg)
-            except OSError as exc:  # no picture is bad; no alarm would be worse
-                log.error("fence sensor %s: snapshot not written (%s)", s.id, exc)
-                name = path = None
+        name, path, stopped = None, None, False
+        try:
+            snap = None if self.stopping else await self._snapshot(seg.id)
+            if snap is not None:
+                camera_id, jpeg = snap
+                name = f"{self.agent_id.replace('/', '_')}_perimeter-{stamp}-{camera_id}-snapshot.jpg"
+                path = self.evidence_dir / r.when.strftime("%Y%m%d") / "perimeter" / name
+                try:
+                    await asyncio.to_thread(_write, path, jpeg)
+                except OSError as exc:  # no picture is bad; no alarm would be worse
+                    log.error("fence sensor %s: snapshot not written (%s)", s.id, exc)
+                    name = path = None
+        except asyncio.CancelledError:  # stopping while the picture was fetched: the alarm goes without it
+            name, path, stopped = None, None, True
         watch = self.cameras.get(seg.id)
         where = f" at {r.position_m:.1f} m" if r.position_m is not None else ""
         what = "Intrusion" if r.kind == "intrusion" else "Tamper"
@@ -343,6 +365,8 @@ class FenceSensorWatch:
         log.warning("%s on fence segment %s%s (sensor %s): %s", r.kind, seg.id, where, s.id, incident_id)
         if path is not None:
             self.on_evidence(path)
+        if stopped:
+            raise asyncio.CancelledError
 
     async def _snapshot(self, segment_id: str) -> tuple[str, bytes] | None:
         """A JPEG from the segment's camera this agent watches, or None (no camera, unreachable, slow)."""

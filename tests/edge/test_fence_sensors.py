@@ -400,3 +400,56 @@ def test_any_bytes_parse_or_fail_with_a_line_error(raw):
 def test_encoded_lines_round_trip(kind, zone, position, level):
     line = parse_fence_line(encode_fence_line(kind, zone, position_m=position, level=level).rstrip(b"\n"))
     assert (line.kind, line.zone, line.position_m, line.level) == (kind, zone, position, level)
+
+
+async def test_an_alarm_caught_by_the_stop_is_still_recorded(tmp_path):
+    """The agent stops while a beam alarm waits for its linked camera's snapshot (a camera that accepts
+    and never answers): the alarm still goes into the outbox, without the picture, and the stop is quick."""
+    import time
+
+    from edge_agent.fence_sensors import FenceSensorWatch
+    from edge_agent.outbox import Outbox
+    from edge_agent.perimeter_watch import PerimeterWatch
+    from firmware_configs.schema import FenceCamera, FenceSegment
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # a camera that takes the request and never answers
+
+    camera_server = await asyncio.start_server(hang, LOCAL, 0)
+    cam_port = camera_server.sockets[0].getsockname()[1]
+    io = FenceIoSimulator(unit=1)
+    port = await io.start(LOCAL, 0)
+    segment = FenceSegment.model_validate(
+        {"id": "s-01", "name": "North 1", "length_m": 100, "sensors": [_beam("beam-1", port, 0)]}
+    )
+    camera = FenceCamera.model_validate(
+        {"id": "cam-1", "stream_url": f"http://{LOCAL}:{cam_port}/snapshot.jpg", "source": "snapshot"}
+    )
+    outbox = Outbox(tmp_path / "outbox.sqlite", AGENT)
+    try:
+        cams = {"s-01": PerimeterWatch(AGENT, segment, camera, outbox, tmp_path / "evidence")}
+        watch = FenceSensorWatch(
+            AGENT, [(segment, segment.sensors[0])], outbox, tmp_path / "evidence", cameras=cams
+        )
+        task = asyncio.create_task(watch.run())
+        state = watch.states["beam-1"]
+        async with asyncio.timeout(15):
+            while state.health.observed != "up":
+                await asyncio.sleep(0.05)
+        io.set_contact(0, closed=False)  # the beam breaks and stays broken
+        async with asyncio.timeout(5):
+            while "intrusion" not in state.open:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # now waiting for the snapshot that never comes
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 2.5
+        rows = await outbox.due(100, resend_after_s=0)
+        bodies = [body.decode() for _, body in rows]
+        assert any('"kind":"intrusion"' in b and '"sensor":"beam-1"' in b for b in bodies), bodies
+    finally:
+        outbox.close()
+        await io.stop()
+        camera_server.close()
