@@ -231,6 +231,8 @@ class Outbox:
         The row keeps its seq and event id, so the hub's per-agent sequence stays gap-free (a copy the hub
         already stored is kept: its insert by id ignores the repeat); only the payload goes. Only rows whose priority
         is telemetry are touched, so no decision, alarm, state change or command audit can be lost here.
+        Rows in flight (published, not yet acknowledged) are left alone: the hub is about to have them
+        whole, so shedding them would lose nothing yet count them as lost.
         """
         if not self.max_age_s:
             return 0
@@ -238,12 +240,13 @@ class Outbox:
         c.execute("BEGIN IMMEDIATE")
         try:
             rows = c.execute(
-                "SELECT seq, body FROM outbox WHERE priority >= ? AND type != ? AND created < ?",
+                "SELECT seq, body FROM outbox WHERE priority >= ? AND type != ? AND created < ? "
+                "AND sent_at IS NULL",
                 (int(Priority.TELEMETRY), SHED_TYPE, cutoff),
             ).fetchall()
             for seq, body in rows:
                 c.execute(
-                    "UPDATE outbox SET type = ?, body = ?, sent_at = NULL WHERE seq = ?",
+                    "UPDATE outbox SET type = ?, body = ? WHERE seq = ?",
                     (SHED_TYPE, _tombstone(body, self.max_age_s), seq),
                 )
             if rows:
