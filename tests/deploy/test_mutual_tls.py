@@ -217,8 +217,9 @@ async def test_a_client_without_a_certificate_is_refused_even_with_a_valid_passw
     client_log, broker_log = await refused_handshake(
         mtls_broker, ctx, caplog, username="z1/gate-1", password=mtls_broker.password("z1/gate-1")
     )
-    assert "CERTIFICATE_REQUIRED" in client_log.upper()
-    assert "peer did not return a certificate" in broker_log
+    # the client reads the broker's alert, or (when the broker closed first) an EOF in the handshake
+    assert any(why in client_log.upper() for why in ("CERTIFICATE_REQUIRED", "EOF OCCURRED")), client_log
+    assert "peer did not return a certificate" in broker_log  # the broker's own reason, always logged
 
 
 async def test_a_certificate_from_another_ca_is_refused(
@@ -227,8 +228,8 @@ async def test_a_certificate_from_another_ca_is_refused(
     crt, key = mtls_broker.foreign  # CN z1/gate-1, but not signed by the site CA
     ctx = tls_context_for(mtls_broker.url, ca_file=mtls_broker.ca, cert=crt, key=key, env={})
     client_log, broker_log = await refused_handshake(mtls_broker, ctx, caplog, username="z1/gate-1")
-    assert "UNKNOWN_CA" in client_log.upper()
-    assert "certificate verify failed" in broker_log
+    assert any(why in client_log.upper() for why in ("UNKNOWN_CA", "EOF OCCURRED")), client_log
+    assert "certificate verify failed" in broker_log  # the broker's own reason, always logged
 
 
 # ------------------------------------------------------------------ the real agent and hub
@@ -321,8 +322,12 @@ async def test_an_agent_whose_certificate_is_refused_keeps_retrying_tls_and_neve
     before = mtls_broker.log()
     caplog.set_level(logging.WARNING)
 
-    def refused() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "UNKNOWN_CA" in r.getMessage().upper()]
+    def refused() -> list[str]:  # the broker's TLS alert, or an EOF when it closed before the alert was read
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if any(why in r.getMessage().upper() for why in ("UNKNOWN_CA", "EOF OCCURRED"))
+        ]
 
     task = asyncio.create_task(uplink.run())
     try:
