@@ -247,8 +247,9 @@ class LaneRuntime:
                 continue
             try:
                 step = self.controller.handle(pending.event, now=time.time())
-                await self._record(step.records)  # durable first …
-                await self._execute(step.commands)  # … then the barrier, light and LED
+                items = await self._record(step.records)  # durable first …
+                await self._execute(step.commands)  # … then the barrier, light and LED …
+                await self._report(step.records, items)  # … then logs and metrics, off the barrier's path
             except Exception as exc:  # noqa: BLE001 — a bad event must never kill the lane
                 self.log.exception(
                     "lane %s: event %s failed: %s", self.lane.id, type(pending.event).__name__, exc
@@ -260,12 +261,19 @@ class LaneRuntime:
                 pending.done.set_result(step)
 
     # ------------------------------------------------------------------ records → outbox
-    async def _record(self, records: tuple[gc.Entry, ...]) -> None:
+    async def _record(self, records: tuple[gc.Entry, ...]) -> list[tuple[str, dict[str, Any], str | None]]:
         """The step's records into the outbox in one transaction (one fsync), before any command runs."""
         if not records:
-            return
+            return []
         items = [self._event_of(rec) for rec in records]
         await self.outbox.append_many([(t, p, txn) for t, p, txn in items], lane=self.lane.id)
+        self.on_event()
+        return items
+
+    async def _report(
+        self, records: tuple[gc.Entry, ...], items: list[tuple[str, dict[str, Any], str | None]]
+    ) -> None:
+        """A recorded step's decisions into the log and the metrics."""
         for rec, (_type, payload, _txn) in zip(records, items, strict=True):
             if isinstance(rec, gc.Decision):
                 self.log.info(
@@ -283,7 +291,6 @@ class LaneRuntime:
                     result = self.on_decision(rec.verdict.value, max(0.0, rec.at.timestamp() - started))
                     if asyncio.iscoroutine(result):
                         await result
-        self.on_event()
 
     def _event_of(self, rec: gc.Entry) -> tuple[str, dict[str, Any], str | None]:
         txn = getattr(rec, "transaction_id", None)

@@ -536,8 +536,9 @@ class _Run:
         )
         self.decision_alarms(decision, alerts)
         if verdict is Verdict.RELEASE:
-            self.show(LED[verdict], "green")
+            # the barrier first: the LED's serial write and the light's Modbus write must not delay it
             self._open_barrier("rule")
+            self.show(LED[verdict], "green")
         else:
             self.show(LED[verdict], "yellow" if verdict is Verdict.HOLD_MANUAL else "red")
             self.phase("held", hold_since=self.now, hold_alarmed=False, stage_deadline=None)
@@ -646,8 +647,8 @@ class _Run:
         if rejection is not None:
             self.alarm("manual_release_rejected", "warning", rejection)
             return
-        self.show(LED["manual"], "green")
         self._open_barrier("manual")
+        self.show(LED["manual"], "green")
 
     def manual_release_rejection(self, event: ManualRelease) -> str | None:
         """Why this manual release may not open the barrier, or None when it may."""

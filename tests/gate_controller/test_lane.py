@@ -66,6 +66,8 @@ def test_clean_vehicle_release_sequence() -> None:
     texts = [c.zh for c in driver.commands_of(ShowText)]
     assert texts[-1] == "直接放行"
     assert driver.commands_of(SetLight)[-1].color == "green"
+    (deciding,) = [s for s in driver.steps if any(isinstance(c, BarrierPulse) for c in s.commands)]
+    assert isinstance(deciding.commands[0], BarrierPulse)  # before the LED and light round trips
     driver.drive_through()
     assert driver.phase == "idle"
     assert pulses(driver) == ["open", "close"]
