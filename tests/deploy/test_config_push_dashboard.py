@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from efence.contract import ConfigReport, Topics
-from tests.hub.hubkit import agent_status, fake_agent, running_hub
+from tests.hub.hubkit import agent_status, fake_agent, running_hub, wall_page
 from tests.hub.test_dashboard_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
@@ -39,13 +39,7 @@ async def test_dashboard_shows_running_config_version_and_push_state(tmp_path: P
             await report("applied", V1, version=V1)
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
-                page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(hub.url + "/login.html")
-                await page.fill("#username", "duty")
-                await page.fill("#password", "duty-officer-1")
-                await page.click("#login-button")
+                page, errors = await wall_page(browser, hub.url, "duty", "duty-officer-1")
                 row = page.locator(f'#configs .config-row[data-agent="{agent.agent_id}"]')
                 await expect(row.locator(".config-version")).to_have_text(V1[:8])
                 await expect(row.locator(".config-push")).to_contain_text("applied")

@@ -163,3 +163,29 @@ async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.05)
             if value:
                 return value
             await asyncio.sleep(interval)
+
+
+def site_zone(tmp_path: Path, zone: str) -> Path:
+    """A zones folder holding the shipped yangshan-port config renamed to this test's zone (its map)."""
+    from firmware_configs.loader import ZONES_DIR
+
+    zones_dir = tmp_path / "zones"
+    zones_dir.mkdir()
+    text = (ZONES_DIR / "yangshan-port.yaml").read_text(encoding="utf-8")
+    (zones_dir / f"{zone}.yaml").write_text(text.replace("id: yangshan-port", f"id: {zone}", 1), "utf-8")
+    return zones_dir
+
+
+async def wall_page(
+    browser: Any, url: str, user: str, password: str, viewport: tuple[int, int] = (1920, 1080)
+) -> tuple[Any, list[str]]:
+    """A dashboard page in headless Chromium, logged in as `user`; the page's script errors are collected
+    in the returned list (a test asserts it stays empty)."""
+    page = await browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(url + "/login.html")
+    await page.fill("#username", user)
+    await page.fill("#password", password)
+    await page.click("#login-button")
+    return page, errors

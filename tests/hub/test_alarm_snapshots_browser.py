@@ -11,10 +11,9 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from edge_agent.evidence_upload import EvidenceUploader
-from firmware_configs.loader import ZONES_DIR
 from simulators.cameras import make_jpeg
 
-from .hubkit import agent_status, event, fake_agent, running_hub, wait_for
+from .hubkit import agent_status, event, fake_agent, running_hub, site_zone, wait_for, wall_page
 from .test_dashboard_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
@@ -26,10 +25,7 @@ async def test_intrusion_snapshot_arrives_after_the_alarm_and_shows_in_card_and_
     tmp_path: Path, zone: str
 ) -> None:
     assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
-    zones_dir = tmp_path / "zones"
-    zones_dir.mkdir()
-    text = (ZONES_DIR / "yangshan-port.yaml").read_text(encoding="utf-8")
-    (zones_dir / f"{zone}.yaml").write_text(text.replace("id: yangshan-port", f"id: {zone}", 1), "utf-8")
+    zones_dir = site_zone(tmp_path, zone)
     key = b"p" * 32
     agent_id = f"{zone}/port-gate"
     stamp = "20261128T083000-000001"
@@ -46,13 +42,7 @@ async def test_intrusion_snapshot_arrives_after_the_alarm_and_shows_in_card_and_
         await agent.status(agent_status(zone, "port-gate"))
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(hub.url + "/login.html")
-            await page.fill("#username", "duty")
-            await page.fill("#password", "duty-officer-1")
-            await page.click("#login-button")
+            page, errors = await wall_page(browser, hub.url, "duty", "duty-officer-1")
             await expect(page.locator("#live-text")).to_contain_text("Live")
             tile = page.locator(f'.zone[data-zone="{zone}"]')
             await expect(tile.locator("polyline.seg")).to_have_count(8)

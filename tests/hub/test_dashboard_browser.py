@@ -20,10 +20,9 @@ from efence.contract import (
     utcnow,
     verify_command,
 )
-from firmware_configs.loader import ZONES_DIR
 from simulators.cameras import make_jpeg
 
-from .hubkit import agent_status, event, fake_agent, running_hub, tx_event, wait_for
+from .hubkit import agent_status, event, fake_agent, running_hub, site_zone, tx_event, wait_for, wall_page
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -150,13 +149,9 @@ async def test_transaction_search_shows_uploaded_evidence_images(tmp_path: Path,
 
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1366, "height": 768})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(hub.url + "/login.html")
-            await page.fill("#username", "viewer1")
-            await page.fill("#password", "viewer-password-1")
-            await page.click("#login-button")
+            page, errors = await wall_page(
+                browser, hub.url, "viewer1", "viewer-password-1", viewport=(1366, 768)
+            )
             await expect(page.locator("#user-name")).to_contain_text("viewer1")
             await page.fill("#search-q", "66E88")
             await page.press("#search-q", "Enter")
@@ -196,10 +191,7 @@ async def test_map_draws_fence_segments_from_config_and_an_intrusion_turns_its_s
     checkpoint and its lane where the config says, and an intrusion on one segment turns exactly that
     segment red until it is acknowledged."""
     assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
-    zones_dir = tmp_path / "zones"
-    zones_dir.mkdir()
-    text = (ZONES_DIR / "yangshan-port.yaml").read_text(encoding="utf-8")
-    (zones_dir / f"{zone}.yaml").write_text(text.replace("id: yangshan-port", f"id: {zone}", 1), "utf-8")
+    zones_dir = site_zone(tmp_path, zone)
     async with (
         running_hub(tmp_path, zones_dir=zones_dir) as hub,
         fake_agent(zone, "port-gate") as agent,
@@ -209,13 +201,7 @@ async def test_map_draws_fence_segments_from_config_and_an_intrusion_turns_its_s
         await agent.status(agent_status(zone, "port-gate"))
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(hub.url + "/login.html")
-            await page.fill("#username", "wall")
-            await page.fill("#password", "wall-screen-1")
-            await page.click("#login-button")
+            page, errors = await wall_page(browser, hub.url, "wall", "wall-screen-1")
             tile = page.locator(f'.zone[data-zone="{zone}"]')
             segs = tile.locator("polyline.seg")
             await expect(segs).to_have_count(8)

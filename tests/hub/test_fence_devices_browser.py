@@ -10,7 +10,7 @@ from playwright.async_api import async_playwright, expect
 
 from efence.contract import AgentStatus, DeviceStatus
 
-from .hubkit import agent_status, fake_agent, running_hub
+from .hubkit import agent_status, fake_agent, running_hub, wall_page
 from .test_dashboard_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
@@ -28,13 +28,7 @@ async def test_device_health_counts_and_names_a_down_fence_camera(tmp_path: Path
         await agent.status(with_fence(zone, "down"))
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(hub.url + "/login.html")
-            await page.fill("#username", "duty")
-            await page.fill("#password", "duty-officer-1")
-            await page.click("#login-button")
+            page, errors = await wall_page(browser, hub.url, "duty", "duty-officer-1")
             await expect(page.locator("#live-text")).to_contain_text("Live")
             # three lane devices up, the fence camera down
             await expect(page.locator("#kpi-devices")).to_have_text("3/4")
