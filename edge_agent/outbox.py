@@ -189,6 +189,30 @@ class Outbox:
 
         return await self.db.run(q)
 
+    async def claim(self, limit: int, *, resend_after_s: float) -> list[tuple[int, bytes]]:
+        """`due` and `mark_sent` in one transaction, for the publisher: a row is in flight from the moment
+        it is handed out, so the age bound can never tombstone a body that is on its way to the hub."""
+        cutoff = self.clock() - resend_after_s
+
+        def q(c: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                rows = c.execute(
+                    "SELECT seq, body FROM outbox WHERE sent_at IS NULL OR sent_at < ? "
+                    "ORDER BY priority, seq LIMIT ?",
+                    (cutoff, limit),
+                ).fetchall()
+                now = self.clock()
+                c.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s, _ in rows])
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            return rows
+
+        return await self.db.run(q)
+
     async def mark_sent(self, seqs: list[int]) -> None:
         now = self.clock()
         await self.db.run(

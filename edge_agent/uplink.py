@@ -216,11 +216,10 @@ class Uplink:
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            rows = await self.outbox.due(self.batch, resend_after_s=self.resend_after_s)
-            if rows:
+            rows = await self.outbox.claim(self.batch, resend_after_s=self.resend_after_s)
+            if rows:  # in flight from here; a broken link puts them back (requeue_all on reconnect)
                 topic = Topics.events(self.zone, self.checkpoint)
                 await asyncio.gather(*(client.publish(topic, body, qos=1) for _, body in rows))
-                await self.outbox.mark_sent([seq for seq, _ in rows])
                 if len(rows) == self.batch:
                     continue
             self.wake.clear()

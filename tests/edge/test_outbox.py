@@ -152,6 +152,26 @@ async def test_age_bound_tombstones_old_telemetry_only_and_keeps_the_seq(tmp_pat
     assert stats.oldest_age_s == pytest.approx(3700)
 
 
+async def test_rows_claimed_by_the_publisher_are_never_tombstoned(tmp_path):
+    """The publisher claims rows (due + sent in one transaction) before publishing: an old row on its way
+    to the hub keeps its body, so the hub never stores an original the agent counted as shed. Unclaimed
+    old rows are still shed; a reconnect puts claimed rows back and then they can be."""
+    clock = FakeClock()
+    box = Outbox(tmp_path / "o.sqlite", AGENT, capacity=1000, max_age_s=3600, clock=clock)
+    first = await box.append("telemetry", {"reading": 1})
+    second = await box.append("telemetry", {"reading": 2})
+    claimed = await box.claim(1, resend_after_s=60)
+    assert [s for s, _ in claimed] == [first.seq]
+    rest = await box.claim(10, resend_after_s=60)
+    assert [s for s, _ in rest] == [second.seq]  # the first is in flight: not handed out twice
+    assert await box.due(10, resend_after_s=60) == []
+    clock.t += 4000
+    assert await box.shed_expired() == 0  # both are in flight
+    await box.requeue_all()  # the link broke: nothing is in flight any more
+    assert await box.shed_expired() == 2
+    box.close()
+
+
 def test_outbox_alarm_rings_at_the_ratio_of_either_bound_and_clears_under_half_of_it():
     def stats(depth: int, age: float) -> OutboxStats:
         return OutboxStats(
