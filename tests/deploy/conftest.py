@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import getpass
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from central_monitor.store import HubStore, SqliteStore
+from central_monitor.store_pg import PgStore
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink
 from efence import mosquitto
@@ -146,3 +149,23 @@ def uplink_z1_gate1(tmp_path: Path, url: str) -> Uplink:
         on_command=ignore,
         on_record_delta=ignore,
     )
+
+
+@pytest.fixture
+def zone() -> str:
+    """A topic-safe zone name no other test uses."""
+    return f"hz{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
+    """The hub store a deploy test runs on: PostgreSQL (a fresh database), or the store named by an
+    indirect parametrisation — `@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)`."""
+    kind = getattr(request, "param", "postgresql")
+    s: HubStore = (
+        SqliteStore(tmp_path / "hub.db") if kind == "sqlite" else PgStore(request.getfixturevalue("pg_url"))
+    )
+    try:
+        yield s
+    finally:
+        s.close()

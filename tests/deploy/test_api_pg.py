@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import uuid
-from collections.abc import Iterator
 
-import pytest
-
-from central_monitor.store_pg import PgStore
 from tests.hub import test_api as api_suite
 from tests.hub.test_api import app_client  # noqa: F401 - the suite's fixture, on our `store`
 
 for _name, _fn in inspect.getmembers(api_suite, inspect.isfunction):
     if _name.startswith("test_"):
         globals()[f"{_name}__pg"] = _fn
-
-
-@pytest.fixture
-def zone() -> str:
-    return f"hz{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PgStore]:
-    s = PgStore(pg_url)
-    yield s
-    s.close()
 
 
 def test_the_api_suite_is_really_running_here() -> None:

@@ -17,13 +17,6 @@ pytestmark = pytest.mark.browser
 V1, V2 = "1a2b3c4d" + "0" * 56, "9f8e7d6c" + "1" * 56
 
 
-@pytest.fixture
-def zone() -> str:
-    import uuid
-
-    return f"hz{uuid.uuid4().hex[:10]}"
-
-
 async def test_dashboard_shows_running_config_version_and_push_state(tmp_path: Path, zone: str) -> None:
     assert Path(CHROMIUM).exists(), "Debian chromium is required: apt-get install -y chromium"
     async with running_hub(tmp_path) as hub, fake_agent(zone) as agent, async_playwright() as pw:

@@ -15,13 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from central_monitor.store import HubStore, SqliteStore
-from central_monitor.store_pg import PgStore
+from central_monitor.store import HubStore
 from efence.contract import ConfigOffer, ConfigReport, config_version
 from tests.deploy.test_config_push_e2e import AGENT_ID, REPO, Site, running, site
 
@@ -102,19 +100,7 @@ async def test_a_push_to_an_offline_agent_is_applied_when_it_comes_back(tmp_path
 
 
 # ------------------------------------------------------------------ the store's claim
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
-    s: HubStore = (
-        SqliteStore(tmp_path / "hub.db")
-        if request.param == "sqlite"
-        else PgStore(request.getfixturevalue("pg_url"))
-    )
-    try:
-        yield s
-    finally:
-        s.close()
-
-
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 def test_one_claim_per_online_transition_and_none_once_answered(store: HubStore) -> None:
     agent = f"resend-{os.getpid()}-{time.monotonic_ns() % 10**9}/gate"  # PostgreSQL is shared per run
     assert store.config_offer_to_resend(agent) is None

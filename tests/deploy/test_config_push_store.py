@@ -3,37 +3,22 @@ reports are kept, and a stale retained report (re-read after a restart) does not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from central_monitor.store import HubStore, SqliteStore
-from central_monitor.store_pg import PgStore
+from central_monitor.store import HubStore
 from efence.contract import ConfigOffer, ConfigReport, config_version, utcnow
 
 AGENT = "yangshan-port/port-gate"
 OLD, NEW = "id: a\n", "id: b\n"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubStore]:
-    s: HubStore = (
-        SqliteStore(tmp_path / "hub.db")
-        if request.param == "sqlite"
-        else PgStore(request.getfixturevalue("pg_url"))
-    )
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def report(state: str, running: str, **kw: object) -> ConfigReport:
     return ConfigReport(agent_id=AGENT, state=state, running_version=running, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 def test_push_is_audited_and_reports_move_the_state(store: HubStore) -> None:
     assert store.config_states() == {}
     store.apply_config_report(report("installed", config_version(OLD)))
@@ -68,6 +53,7 @@ def test_push_is_audited_and_reports_move_the_state(store: HubStore) -> None:
     assert store.verify_audit() == []
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
 def test_a_stale_retained_report_does_not_undo_a_newer_push(store: HubStore) -> None:
     offer = ConfigOffer.create(yaml_text=NEW, agent_id=AGENT, issued_by="admin")
     store.record_config_offer(offer, "admin")

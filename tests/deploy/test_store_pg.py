@@ -4,10 +4,6 @@ a shared database has (two stores at once, selection by URL, schema created once
 from __future__ import annotations
 
 import inspect
-import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from central_monitor.store import HubStore, open_store
 from central_monitor.store_pg import PgStore, table_info, translate
@@ -18,18 +14,6 @@ from tests.hub import test_store as sqlite_suite
 for _name, _fn in inspect.getmembers(sqlite_suite, inspect.isfunction):
     if _name.startswith("test_") and "store" in inspect.signature(_fn).parameters:
         globals()[f"{_name}__pg"] = _fn
-
-
-@pytest.fixture
-def zone() -> str:
-    return f"hz{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def store(pg_url: str) -> Iterator[PgStore]:
-    s = PgStore(pg_url)
-    yield s
-    s.close()
 
 
 def test_the_sqlite_suite_is_really_running_here() -> None:
